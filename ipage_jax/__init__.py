@@ -1,0 +1,1 @@
+"""ipage_jax: inverse design with invertible networks, in JAX."""

@@ -1,0 +1,1 @@
+"""Baseline inverse methods sharing iPage's fit / solve shape."""

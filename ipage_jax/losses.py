@@ -1,0 +1,215 @@
+"""Losses of the bi-directional INN training (SPEC section 2.1).
+
+All losses take standardized data and return scalars. Kernel widths are in
+the units of the standardized data.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+# Widths of the inverse-multiquadric kernels summed in the multi-scale MMD.
+DEFAULT_WIDTHS = (0.2, 0.5, 0.9, 1.3)
+
+
+def _squared_distances(a: Array, b: Array) -> Array:
+  """(n, d), (m, d) -> (n, m) squared Euclidean distances (never < 0)."""
+  d2 = (jnp.sum(a * a, -1)[:, None] + jnp.sum(b * b, -1)[None, :]
+        - 2.0 * a @ b.T)
+  return jnp.maximum(d2, 0.0)
+
+
+def imq_kernel(a: Array, b: Array,
+               widths: Sequence[float] = DEFAULT_WIDTHS) -> Array:
+  """Multi-scale inverse-multiquadric kernel matrix.
+
+  k(a, b) = sum_h h^2 / (h^2 + ||a - b||^2), so k(a, a) = len(widths).
+
+  Args:
+    a: (n, d) points.
+    b: (m, d) points.
+    widths: kernel widths h.
+
+  Returns:
+    (n, m) kernel matrix.
+  """
+  if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+    raise ValueError(
+        f'imq_kernel expects (n, d) and (m, d), got {a.shape} and {b.shape}')
+  if not widths or min(widths) <= 0:
+    raise ValueError(f'kernel widths must be positive, got {widths}')
+  d2 = _squared_distances(a, b)
+  return sum(h * h / (h * h + d2) for h in widths)
+
+
+def mmd(a: Array, b: Array, widths: Sequence[float] = DEFAULT_WIDTHS, *,
+        unbiased: bool = False) -> Array:
+  """Squared maximum mean discrepancy between two samples (Gretton 2012).
+
+  Args:
+    a: (n, d) sample of the first distribution.
+    b: (m, d) sample of the second.
+    widths: IMQ kernel widths (see `imq_kernel`).
+    unbiased: drop the diagonal terms of the within-sample averages (the
+      U-statistic; can be slightly negative). The biased V-statistic is >= 0.
+
+  Returns:
+    Scalar MMD^2 estimate.
+  """
+  kaa, kbb, kab = imq_kernel(a, a, widths), imq_kernel(b, b, widths), \
+      imq_kernel(a, b, widths)
+  n, m = a.shape[0], b.shape[0]
+  if unbiased:
+    if n < 2 or m < 2:
+      raise ValueError('the unbiased MMD needs at least 2 points per sample')
+    kdiag = float(len(widths))  # k(a, a) for every point
+    within_a = (kaa.sum() - n * kdiag) / (n * (n - 1))
+    within_b = (kbb.sum() - m * kdiag) / (m * (m - 1))
+  else:
+    within_a, within_b = kaa.mean(), kbb.mean()
+  return within_a + within_b - 2.0 * kab.mean()
+
+
+def fit_loss(prediction: Array, target: Array) -> Array:
+  """Mean squared error over rows and columns, (n, k), (n, k) -> scalar."""
+  if prediction.shape != target.shape:
+    raise ValueError(
+        f'fit_loss shapes differ: {prediction.shape} vs {target.shape}')
+  return jnp.mean(jnp.square(prediction - target))
+
+
+def latent_loss(y_pred: Array, z_pred: Array, y: Array, z_prior: Array,
+                widths: Sequence[float] = DEFAULT_WIDTHS, *,
+                unbiased: bool = False) -> Array:
+  """L_z: MMD of [stop_grad(f_y(x)), f_z(x)] against [y, z ~ N(0, I)].
+
+  Matching the joint (not just z) pushes z to be standard normal AND
+  independent of y; the stop-gradient leaves the fit of y to L_y.
+
+  Args:
+    y_pred: (n, M) forward prediction of y.
+    z_pred: (n, K) forward latent output.
+    y: (n, M) data properties.
+    z_prior: (n, K) standard-normal draws.
+  """
+  joint_pred = jnp.concatenate([jax.lax.stop_gradient(y_pred), z_pred], -1)
+  joint_ref = jnp.concatenate([y, z_prior], -1)
+  return mmd(joint_pred, joint_ref, widths, unbiased=unbiased)
+
+
+def backward_loss(x_pred: Array, x: Array,
+                  widths: Sequence[float] = DEFAULT_WIDTHS, *,
+                  unbiased: bool = False) -> Array:
+  """L_x: MMD between f^-1([y, z]) (n, D) and the data x (n, D)."""
+  return mmd(x_pred, x, widths, unbiased=unbiased)
+
+
+def max_likelihood_loss(y_pred: Array, z_pred: Array, y: Array,
+                        log_det: Array, sigma: float) -> Array:
+  """Maximum-likelihood INN loss (Kruse et al. 2021; iPage paper eq. 12).
+
+  0.5 * (||y_pred - y||^2 / sigma^2 + ||z||^2) - log|det J|, batch mean.
+
+  Args:
+    y_pred: (n, M) forward prediction of y.
+    z_pred: (n, K) latent output.
+    y: (n, M) data properties.
+    log_det: (n,) log |det J_{x -> [y, z]}|.
+    sigma: assumed standard deviation of y around the truth (> 0).
+  """
+  if sigma <= 0:
+    raise ValueError(f'sigma must be > 0, got {sigma}')
+  nll = 0.5 * (jnp.sum(jnp.square(y_pred - y), -1) / sigma**2
+               + jnp.sum(jnp.square(z_pred), -1)) - log_det
+  return jnp.mean(nll)
+
+
+def conditional_max_likelihood_loss(z: Array, log_det: Array) -> Array:
+  """cINN loss: 0.5 ||z||^2 - log|det J_{x -> z | y}|, batch mean.
+
+  Args:
+    z: (n, K) latent output of the conditional network.
+    log_det: (n,) its log-determinant.
+  """
+  return jnp.mean(0.5 * jnp.sum(jnp.square(z), -1) - log_det)
+
+
+def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
+                       widths: Sequence[float] = DEFAULT_WIDTHS,
+                       unbiased: bool = False, y_noise: float = 0.0,
+                       pad_noise: float = 0.0, ml_sigma: float = 0.1):
+  """The INN training loss `loss_fn(params, x, y, key, step) -> (loss, aux)`.
+
+  objective='mmd' is iPage's dynamic bi-directional loss
+  lam_x L_x + lam_y L_y + lam_z L_z with the weights `weights_fn(step)`
+  (see `schedules.bidirectional_weights`); both directions are evaluated on
+  the same batch, so one gradient accumulates both. objective='ml' is the
+  maximum-likelihood loss (eq. 12), for which `weights_fn` is unused.
+
+  Args:
+    inn: a `flows.INN` (unbound module; parameters come per call).
+    weights_fn: step -> `schedules.LossWeights`.
+    objective: 'mmd' or 'ml'.
+    widths: MMD kernel widths.
+    unbiased: unbiased MMD estimator.
+    y_noise: std of the Gaussian noise added to y (standardized units).
+    pad_noise: std of the noise put in zero-padding columns.
+    ml_sigma: sigma of eq. 12.
+
+  Returns:
+    loss_fn; `aux` holds l_x, l_y, l_z (and the lambdas for 'mmd').
+  """
+  if objective not in ('mmd', 'ml'):
+    raise ValueError(f"unknown objective {objective!r}; expected 'mmd' or 'ml'")
+  y_dim, z_dim, width = inn.y_dim, inn.z_dim, inn.width
+
+  def noisy_pad(v, num_data_cols, key):
+    """Noise in the padding columns [num_data_cols:] of v (n, width)."""
+    if pad_noise == 0.0 or num_data_cols == width:
+      return v
+    noise = pad_noise * jax.random.normal(key, v.shape, v.dtype)
+    mask = jnp.arange(width)[None, :] >= num_data_cols
+    return v + jnp.where(mask, noise, 0.0)
+
+  def loss_fn(params, x, y, key, step):
+    k_pad, k_y, k_z, k_back = jax.random.split(key, 4)
+    v = noisy_pad(inn.pad_x(x), inn.x_dim, k_pad)
+    out, log_det = inn.apply(params, v)
+    y_pred, z_pred, rest = inn.split_output(out)
+    if objective == 'ml':
+      z_all = jnp.concatenate([z_pred, rest], -1)
+      loss = max_likelihood_loss(y_pred, z_all, y, log_det, ml_sigma)
+      return loss, dict(l_y=fit_loss(y_pred, y),
+                        l_z=jnp.mean(jnp.square(z_all)))
+    y_noisy = y + y_noise * jax.random.normal(k_y, y.shape, y.dtype)
+    l_y = fit_loss(jnp.concatenate([y_pred, rest], -1),
+                   jnp.pad(y_noisy, ((0, 0), (0, rest.shape[1]))))
+    z_prior = jax.random.normal(k_z, (x.shape[0], z_dim), x.dtype)
+    l_z = latent_loss(y_pred, z_pred, y, z_prior, widths, unbiased=unbiased)
+    v_back = noisy_pad(inn.join_yz(y_noisy, z_prior), y_dim + z_dim, k_back)
+    x_back, x_pad = inn.split_input(inn.apply(params, v_back,
+                                              method='inverse')[0])
+    l_x = backward_loss(x_back, x, widths, unbiased=unbiased)
+    if x_pad.shape[1]:
+      l_x = l_x + jnp.mean(jnp.square(x_pad))
+    w = weights_fn(step)
+    loss = w.x * l_x + w.y * l_y + w.z * l_z
+    return loss, dict(l_x=l_x, l_y=l_y, l_z=l_z, lam_x=w.x, lam_y=w.y,
+                      lam_z=w.z)
+
+  return loss_fn
+
+
+def make_forward_fit(inn):
+  """Validation loss `(params, x, y) -> MSE of f_y(x)` (standardized units)."""
+
+  def forward_fit(params, x, y):
+    y_pred = inn.split_output(inn.apply(params, inn.pad_x(x))[0])[0]
+    return fit_loss(y_pred, y)
+
+  return forward_fit

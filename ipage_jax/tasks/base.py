@@ -1,0 +1,56 @@
+"""The task record shared by every benchmark and application."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import numpy as np
+
+PriorSampler = Callable[[jax.Array, int], jax.Array]
+Simulator = Callable[[jax.Array], jax.Array]
+DataMaker = Callable[[jax.Array, Optional[int]], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """An inverse problem: a prior over designs x, data, and (maybe) Omega.
+
+  Attributes:
+    name: registry name, e.g. 'sinewave'.
+    x_dim: D, number of design parameters.
+    y_dim: M, number of properties.
+    lower: (D,) lower corner of the box where solutions are meaningful.
+    upper: (D,) upper corner of that box.
+    default_target: (M,) the target y* used when none is given.
+    sample_prior: `(key, n) -> (n, D)` draws from the prior over designs.
+    make_dataset: `(key, n) -> (x (n, D), y (n, M))` float32 numpy arrays;
+      `n=None` gives the task's default size (`data_size`).
+    data_size: default number of rows of `make_dataset`.
+    simulate: `(n, D) -> (n, M)` forward process used for re-simulation, jit-
+      able and vectorized; None when the task has none.
+    simulator_kind: 'exact' for a true simulator, 'oracle' for a learned
+      stand-in (re-simulation figures are then labelled "vs oracle").
+    x_names: D short names of the design parameters (plots, tables).
+    y_names: M short names of the properties.
+  """
+
+  name: str
+  x_dim: int
+  y_dim: int
+  lower: np.ndarray
+  upper: np.ndarray
+  default_target: np.ndarray
+  sample_prior: PriorSampler
+  make_dataset: DataMaker
+  data_size: int
+  simulate: Optional[Simulator] = None
+  simulator_kind: str = 'exact'
+  x_names: tuple[str, ...] = ()
+  y_names: tuple[str, ...] = ()
+
+  @property
+  def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper), each (D,)."""
+    return self.lower, self.upper

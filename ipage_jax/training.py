@@ -1,0 +1,208 @@
+"""A generic, jit-compiled minibatch training loop shared by every model.
+
+One epoch is a single compiled call: a `lax.scan` over shuffled minibatches
+of device-resident data, followed by the validation loss and the update of
+the best-so-far parameters. Models plug in a loss function
+
+  loss_fn(params, x, y, key, step) -> (loss, aux)   # aux: dict of scalars
+
+and a validation function `val_fn(params, x, y) -> scalar`. The loop keeps
+the final parameters and the ones with the lowest validation loss.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ipage_jax import checkpoint as ckpt
+
+Array = jax.Array
+PyTree = Any
+LossFn = Callable[[PyTree, Array, Array, Array, Array],
+                  tuple[Array, dict[str, Array]]]
+ValFn = Callable[[PyTree, Array, Array], Array]
+Progress = Callable[[int, dict[str, float]], None]
+
+
+class TrainState(NamedTuple):
+  """Everything that evolves during training (a pytree).
+
+  Attributes:
+    step: int32 scalar, optimizer steps taken.
+    params: current parameters.
+    opt_state: optimizer state.
+    best_params: parameters with the lowest validation loss so far.
+    best_val: that validation loss (inf before the first epoch).
+  """
+  step: Array
+  params: PyTree
+  opt_state: optax.OptState
+  best_params: PyTree
+  best_val: Array
+
+
+class TrainResult(NamedTuple):
+  """What `train` returns.
+
+  Attributes:
+    state: the final TrainState (`state.params` are the final parameters,
+      `state.best_params` the best-validation ones).
+    history: per-epoch metrics, name -> (epochs_run,) numpy array; always
+      holds 'loss' and 'val_loss', plus the loss function's aux entries.
+    diverged: True when training stopped on a non-finite loss; `state`
+      then holds the last finite parameters.
+  """
+  state: TrainState
+  history: dict[str, np.ndarray]
+  diverged: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+  """Loop settings.
+
+  Attributes:
+    epochs: passes over the training rows.
+    batch_size: rows per optimizer step; the last incomplete batch of each
+      shuffled epoch is dropped.
+    checkpoint_dir: where to save and resume (None: no checkpoints).
+    checkpoint_every: save every this many epochs (and after the last).
+    fingerprint: JSON-able description of the run (config, data shapes);
+      a checkpoint with another fingerprint is refused on resume.
+  """
+  epochs: int
+  batch_size: int
+  checkpoint_dir: Optional[str] = None
+  checkpoint_every: int = 50
+  fingerprint: Any = None
+
+
+def init_state(params: PyTree, optimizer: optax.GradientTransformation
+               ) -> TrainState:
+  """Initial TrainState for `params`."""
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params), best_params=params,
+                    best_val=jnp.array(jnp.inf, jnp.float32))
+
+
+def make_epoch(loss_fn: LossFn, val_fn: ValFn,
+               optimizer: optax.GradientTransformation, batch_size: int,
+               num_batches: int) -> Callable:
+  """Builds the jitted `epoch(state, key, x, y, x_val, y_val)` function.
+
+  Returns:
+    epoch(state, key, x, y, x_val, y_val) -> (state, metrics): one shuffled
+    pass of `num_batches` optimizer steps over (x, y), then the validation
+    loss; `metrics` holds the epoch means of 'loss' and of every aux entry,
+    and 'val_loss'.
+  """
+
+  def train_step(state: TrainState, xb: Array, yb: Array, key: Array):
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params, xb, yb, key, state.step)
+    updates, opt_state = optimizer.update(grads, state.opt_state,
+                                          state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state._replace(step=state.step + 1, params=params,
+                          opt_state=opt_state), dict(aux, loss=loss)
+
+  @jax.jit
+  def epoch(state, key, x, y, x_val, y_val):
+    key_perm, key_steps = jax.random.split(key)
+    perm = jax.random.permutation(key_perm, x.shape[0])
+    idx = perm[:num_batches * batch_size].reshape(num_batches, batch_size)
+    keys = jax.random.split(key_steps, num_batches)
+
+    def body(state, batch):
+      rows, step_key = batch
+      return train_step(state, x[rows], y[rows], step_key)
+
+    state, metrics = jax.lax.scan(body, state, (idx, keys))
+    metrics = jax.tree_util.tree_map(jnp.mean, metrics)
+    val = val_fn(state.params, x_val, y_val)
+    better = val < state.best_val  # False for NaN, so NaN never wins
+    best = jax.tree_util.tree_map(lambda new, old: jnp.where(better, new, old),
+                                  state.params, state.best_params)
+    state = state._replace(best_params=best,
+                           best_val=jnp.where(better, val, state.best_val))
+    return state, dict(metrics, val_loss=val)
+
+  return epoch
+
+
+def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
+          optimizer: optax.GradientTransformation,
+          data: tuple[Array, Array], val_data: tuple[Array, Array],
+          settings: TrainSettings, *,
+          progress: Optional[Progress] = None) -> TrainResult:
+  """Trains `params` on (x, y) minibatches; resumable from checkpoints.
+
+  Epoch e uses the key `fold_in(key, e)`, so a run resumed from a checkpoint
+  finishes with exactly the parameters of an uninterrupted run.
+
+  Args:
+    key: PRNG key of the whole run.
+    loss_fn: `(params, x (b, D), y (b, M), key, step) -> (loss, aux)`.
+    val_fn: `(params, x_val, y_val) -> scalar`, lower is better.
+    params: initial parameters.
+    optimizer: an optax transformation (its schedules see the step count).
+    data: training (x (n, D), y (n, M)).
+    val_data: validation (x_val, y_val); may be the training data.
+    settings: epochs, batch size, checkpointing.
+    progress: called as progress(epoch, metrics) after every epoch.
+
+  Returns:
+    TrainResult.
+  """
+  x, y = (jnp.asarray(a) for a in data)
+  x_val, y_val = (jnp.asarray(a) for a in val_data)
+  if settings.epochs < 1:
+    raise ValueError(f'epochs must be >= 1, got {settings.epochs}')
+  if settings.batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {settings.batch_size}')
+  num_batches = x.shape[0] // settings.batch_size
+  if num_batches == 0:
+    raise ValueError(f'{x.shape[0]} training rows are too few for one batch '
+                     f'of {settings.batch_size}')
+  if x_val.shape[0] == 0:
+    raise ValueError('the validation set is empty')
+
+  state = init_state(params, optimizer)
+  history: dict[str, list[float]] = {}
+  first_epoch = 0
+  if settings.checkpoint_dir is not None:
+    restored = ckpt.restore_training(settings.checkpoint_dir, state,
+                                     settings.fingerprint)
+    if restored is not None:
+      state, first_epoch, history = restored
+
+  epoch_fn = make_epoch(loss_fn, val_fn, optimizer, settings.batch_size,
+                        num_batches)
+  diverged = False
+  last_good = state
+  for epoch in range(first_epoch, settings.epochs):
+    state, metrics = epoch_fn(state, jax.random.fold_in(key, epoch), x, y,
+                              x_val, y_val)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    if not math.isfinite(metrics['loss']):
+      diverged, state = True, last_good
+      break
+    last_good = state
+    for name, value in metrics.items():
+      history.setdefault(name, []).append(value)
+    if progress is not None:
+      progress(epoch, metrics)
+    done = epoch + 1
+    if settings.checkpoint_dir is not None and (
+        done % settings.checkpoint_every == 0 or done == settings.epochs):
+      ckpt.save_training(settings.checkpoint_dir, state, done, history,
+                         settings.fingerprint)
+  return TrainResult(state, {k: np.asarray(v) for k, v in history.items()},
+                     diverged)
