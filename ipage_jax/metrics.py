@@ -1,0 +1,348 @@
+"""Evaluation metrics: re-simulation error, mode coverage, diversity, r_T.
+
+All functions are pure functions of arrays (jnp in, jnp out) except where a
+docstring says otherwise. Timing is measured by the caller and recorded in a
+`TimeToSolution`.
+"""
+
+import functools
+from typing import Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import special
+
+Simulator = Callable[[jax.Array], jax.Array]
+
+
+class ResimulationError(NamedTuple):
+  """Re-simulation error of a set of solutions.
+
+  Attributes:
+    per_sample: `(n,)` ||Omega(x_i) - y*_i||^2 (sum over the M outputs); NaN
+      where the simulator gives a non-finite value.
+    mean: scalar mean of `per_sample` over the finite rows (NaN if none).
+    num_invalid: scalar int32 number of non-finite rows, left out of `mean`.
+  """
+
+  per_sample: jax.Array
+  mean: jax.Array
+  num_invalid: jax.Array
+
+
+class ModeCoverage(NamedTuple):
+  """Mode coverage of a set of solutions.
+
+  Attributes:
+    num_covered: scalar int32 number of modes with at least one accurate
+      solution.
+    smallest_share: scalar share, among accurate solutions, of the least
+      populated mode (0 when a mode is empty or no solution is accurate).
+    counts: `(num_modes,)` int32 accurate solutions per mode.
+  """
+
+  num_covered: jax.Array
+  smallest_share: jax.Array
+  counts: jax.Array
+
+
+class TimeToSolution(NamedTuple):
+  """Wall time [s] of the inference (sampling) and localization phases."""
+
+  inference_s: float
+  localization_s: float
+
+  @property
+  def total_s(self) -> float:
+    """Inference plus localization [s]."""
+    return self.inference_s + self.localization_s
+
+
+@jax.jit
+def _per_sample_error(y: jax.Array, y_target: jax.Array) -> ResimulationError:
+  """Squared error `(n,)` of `y` `(n, M)` against `y_target` `(n, M)`."""
+  per_sample = jnp.sum((y - y_target) ** 2, axis=-1)
+  finite = jnp.isfinite(per_sample)
+  per_sample = jnp.where(finite, per_sample, jnp.nan)
+  num_valid = jnp.sum(finite)
+  total = jnp.sum(jnp.where(finite, per_sample, 0.0))
+  mean = jnp.where(
+      num_valid > 0, total / jnp.maximum(num_valid, 1), jnp.nan
+  )
+  num_invalid = (per_sample.shape[0] - num_valid).astype(jnp.int32)
+  return ResimulationError(per_sample, mean, num_invalid)
+
+
+def resimulation_error(
+    simulate: Simulator, x: jax.Array, y_target: jax.Array
+) -> ResimulationError:
+  """Q = mean_i ||Omega(x_i) - y*||^2 with the true simulator Omega.
+
+  Args:
+    simulate: `(n, D) -> (n, M)` forward process Omega.
+    x: `(n, D)` solutions.
+    y_target: `(M,)` one target for every row, or `(n, M)` one per row.
+
+  Returns:
+    `ResimulationError(per_sample (n,), mean, num_invalid)`; rows where the
+    simulator returns NaN/inf are counted in `num_invalid`, not averaged.
+  """
+  x = jnp.asarray(x)
+  if x.ndim != 2:
+    raise ValueError(f'x must have shape (n, D); got {tuple(x.shape)}')
+  y = jnp.asarray(simulate(x))
+  if y.ndim != 2 or y.shape[0] != x.shape[0]:
+    raise ValueError(
+        f'simulate returned shape {tuple(y.shape)}; expected '
+        f'({x.shape[0]}, M)'
+    )
+  y_target = jnp.asarray(y_target, y.dtype)
+  if y_target.shape == (y.shape[1],):
+    y_target = jnp.broadcast_to(y_target[None, :], y.shape)
+  elif y_target.shape != y.shape:
+    raise ValueError(
+        f'y_target must have shape ({y.shape[1]},) or {tuple(y.shape)}; got '
+        f'{tuple(y_target.shape)}'
+    )
+  return _per_sample_error(y, y_target)
+
+
+def protocol_a_error(
+    simulate: Simulator, x: jax.Array, targets: jax.Array
+) -> ResimulationError:
+  """Protocol A (paper Table 2): T targets, one solution per target.
+
+  Args:
+    simulate: `(T, D) -> (T, M)` forward process.
+    x: `(T, D)`, row t is the solution proposed for target t.
+    targets: `(T, M)` targets, e.g. held-out data outputs.
+
+  Returns:
+    `ResimulationError` over the T (solution, target) pairs.
+  """
+  targets = jnp.asarray(targets)
+  x = jnp.asarray(x)
+  if targets.ndim != 2 or x.ndim != 2 or targets.shape[0] != x.shape[0]:
+    raise ValueError(
+        'protocol A needs x (T, D) and targets (T, M) with the same T; got '
+        f'x {tuple(x.shape)} and targets {tuple(targets.shape)}'
+    )
+  return resimulation_error(simulate, x, targets)
+
+
+def protocol_b_error(
+    simulate: Simulator, x: jax.Array, target: jax.Array
+) -> ResimulationError:
+  """Protocol B (paper Table 3): one target, N solutions.
+
+  Args:
+    simulate: `(N, D) -> (N, M)` forward process.
+    x: `(N, D)` solutions for the one target.
+    target: `(M,)` the target (usually the task's default).
+
+  Returns:
+    `ResimulationError` over the N solutions.
+  """
+  target = jnp.asarray(target)
+  if target.ndim != 1:
+    raise ValueError(
+        f'protocol B needs one target of shape (M,); got {tuple(target.shape)}'
+    )
+  return resimulation_error(simulate, x, target)
+
+
+def mode_coverage(
+    mode_index: jax.Array,
+    y_error_abs: jax.Array,
+    num_modes: int,
+    tol: float = 0.05,
+) -> ModeCoverage:
+  """How many modes the accurate solutions reach, and how evenly.
+
+  A solution is accurate when |Omega(x) - y*| < tol (NaN counts as not
+  accurate); for M > 1 outputs the largest component is used.
+
+  Args:
+    mode_index: `(n,)` int mode of each solution in [0, num_modes); other
+      values belong to no mode.
+    y_error_abs: `(n,)` or `(n, M)` absolute errors |Omega(x) - y*|.
+    num_modes: number of modes (9 for the sinewave).
+    tol: accuracy threshold (the paper uses 0.05).
+
+  Returns:
+    `ModeCoverage(num_covered, smallest_share, counts)`; `smallest_share` is
+    min_k counts_k / sum_k counts_k.
+  """
+  if isinstance(num_modes, bool) or not isinstance(
+      num_modes, (int, np.integer)
+  ) or num_modes < 1:
+    raise ValueError(f'num_modes must be a positive integer; got {num_modes!r}')
+  if not tol > 0:
+    raise ValueError(f'tol must be positive; got {tol!r}')
+  mode_index = jnp.asarray(mode_index)
+  err = jnp.asarray(y_error_abs)
+  if err.ndim == 2:
+    err = jnp.max(jnp.abs(err), axis=-1)
+  if mode_index.ndim != 1 or err.shape != mode_index.shape:
+    raise ValueError(
+        'mode_index must be (n,) and y_error_abs (n,) or (n, M); got '
+        f'{tuple(mode_index.shape)} and {tuple(jnp.shape(y_error_abs))}'
+    )
+  return _mode_coverage(mode_index, err, tol, int(num_modes))
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _mode_coverage(mode_index, err, tol, num_modes) -> ModeCoverage:
+  accurate = jnp.abs(err) < tol
+  onehot = mode_index[:, None] == jnp.arange(num_modes)[None, :]
+  counts = jnp.sum(onehot & accurate[:, None], axis=0).astype(jnp.int32)
+  total = jnp.sum(counts)
+  num_covered = jnp.sum(counts > 0).astype(jnp.int32)
+  smallest_share = jnp.where(
+      total > 0, jnp.min(counts) / jnp.maximum(total, 1), 0.0
+  )
+  return ModeCoverage(num_covered, smallest_share, counts)
+
+
+def diversity(x: jax.Array, *, batch_size: int = 256) -> jax.Array:
+  """Mean pairwise Euclidean distance of the solutions.
+
+  mean_{i < j} ||x_i - x_j||, computed row block by row block (memory
+  O(batch_size * n * D)) so that it also fits for large D.
+
+  Args:
+    x: `(n, D)` solutions, n >= 2.
+    batch_size: rows per block.
+
+  Returns:
+    Scalar mean distance.
+  """
+  x = jnp.asarray(x)
+  if x.ndim != 2 or x.shape[0] < 2:
+    raise ValueError(f'x must have shape (n >= 2, D); got {tuple(x.shape)}')
+  if isinstance(batch_size, bool) or not isinstance(
+      batch_size, (int, np.integer)
+  ) or batch_size < 1:
+    raise ValueError(
+        f'batch_size must be a positive integer; got {batch_size!r}'
+    )
+  return _diversity(x, min(int(batch_size), x.shape[0]))
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _diversity(x: jax.Array, batch_size: int) -> jax.Array:
+  n = x.shape[0]
+
+  def row_sum(xi):
+    d2 = jnp.sum((x - xi[None, :]) ** 2, axis=-1)
+    # The zero self-distance has no gradient through sqrt; keep it finite.
+    safe = jnp.where(d2 > 0.0, d2, 1.0)
+    return jnp.sum(jnp.where(d2 > 0.0, jnp.sqrt(safe), 0.0))
+
+  sums = jax.lax.map(row_sum, x, batch_size=batch_size)
+  return jnp.sum(sums) / (n * (n - 1))
+
+
+def _subset_min_weights(n: int, t: int) -> np.ndarray:
+  """`(n,)` P(the i-th smallest of n values is the min of a random t-subset)."""
+  i = np.arange(1, n + 1)
+  k = n - i  # values larger than the i-th smallest
+  ok = k >= t - 1
+  kk = np.where(ok, k, t - 1)
+  log_w = (
+      special.gammaln(kk + 1)
+      - special.gammaln(t)
+      - special.gammaln(kk - t + 2)
+      - (special.gammaln(n + 1) - special.gammaln(t + 1)
+         - special.gammaln(n - t + 1))
+  )
+  return np.where(ok, np.exp(log_w), 0.0)
+
+
+def r_t_curve(
+    errors: jax.Array, ts: Sequence[int], *, estimator: str = 'prefix'
+) -> jax.Array:
+  """Best-of-T re-simulation error r_T (Ren et al. 2020, paper eq. 16).
+
+  r_T = E_targets[min over T proposed solutions of the error]. Two
+  estimators of the inner expectation, per target, from n proposals:
+    'prefix': the min over the first T proposals, in the given order (what a
+      user who stops after T proposals gets; one draw of the random min).
+    'subset': the exact mean of that min over all T-subsets of the n
+      proposals, sum_i e_(i) C(n - i, T - 1) / C(n, T) with e_(1) <= ... the
+      sorted errors; unbiased for i.i.d. proposals and of lower variance.
+  Non-finite errors (failed re-simulations) never count as the best; if a
+  minimum can only come from them the result is NaN.
+
+  Args:
+    errors: `(num_targets, n)` or `(n,)` re-simulation errors.
+    ts: sizes T, each in [1, n] (static Python ints).
+    estimator: 'prefix' or 'subset'.
+
+  Returns:
+    `(len(ts),)` r_T averaged over targets.
+  """
+  errors = jnp.asarray(errors)
+  if errors.ndim == 1:
+    errors = errors[None, :]
+  if errors.ndim != 2 or errors.shape[1] < 1:
+    raise ValueError(
+        f'errors must be (num_targets, n) or (n,); got {tuple(errors.shape)}'
+    )
+  n = errors.shape[1]
+  ts = [int(t) for t in ts]
+  if not ts or any(t < 1 or t > n for t in ts):
+    raise ValueError(f'each T in ts must lie in [1, {n}]; got {ts}')
+  if estimator == 'prefix':
+    return _r_t_prefix(errors, np.asarray(ts) - 1)
+  if estimator == 'subset':
+    weights = np.stack([_subset_min_weights(n, t) for t in ts])
+    return _r_t_subset(errors, jnp.asarray(weights, errors.dtype))
+  raise ValueError(
+      f"estimator must be 'prefix' or 'subset'; got {estimator!r}"
+  )
+
+
+def _best_to_mean(best: jax.Array) -> jax.Array:
+  best = jnp.where(jnp.isfinite(best), best, jnp.nan)
+  return jnp.mean(best, axis=0)
+
+
+@jax.jit
+def _r_t_prefix(errors: jax.Array, last: jax.Array) -> jax.Array:
+  """errors `(targets, n)`, last `(k,)` 0-based T - 1 -> `(k,)`."""
+  e = jnp.where(jnp.isfinite(errors), errors, jnp.inf)
+  return _best_to_mean(jax.lax.cummin(e, axis=1)[:, last])
+
+
+@jax.jit
+def _r_t_subset(errors: jax.Array, weights: jax.Array) -> jax.Array:
+  """errors `(targets, n)`, weights `(k, n)` -> `(k,)`."""
+  e = jnp.sort(jnp.where(jnp.isfinite(errors), errors, jnp.inf), axis=1)
+  # Zero weights must not meet inf errors (0 * inf = nan).
+  terms = jnp.where(
+      weights[None, :, :] > 0.0, weights[None, :, :] * e[:, None, :], 0.0
+  )
+  return _best_to_mean(jnp.sum(terms, axis=-1))
+
+
+def first_crossing(curve: jax.Array, threshold: float) -> jax.Array:
+  """First index where a loss curve reaches the threshold.
+
+  For "localization steps needed to reach a given Q".
+
+  Args:
+    curve: `(S,)` values, e.g. Q after each localization step.
+    threshold: target value.
+
+  Returns:
+    Scalar int32: the smallest s with curve[s] <= threshold, or -1 if none.
+  """
+  curve = jnp.asarray(curve)
+  if curve.ndim != 1 or curve.shape[0] < 1:
+    raise ValueError(f'curve must have shape (S,); got {tuple(curve.shape)}')
+  hit = curve <= threshold
+  return jnp.where(
+      jnp.any(hit), jnp.argmax(hit), -1
+  ).astype(jnp.int32)

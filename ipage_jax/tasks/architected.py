@@ -1,0 +1,343 @@
+"""Architected materials: 32 x 32 periodic density cells -> effective modulus.
+
+x: the cell's densities in [0, 1], flattened row-major (row = y, column = x),
+D = 1024. y: the mean of the two axial Young's moduli of the periodic cell in
+plane stress, normalized by the solid's modulus (`homogenization`).
+
+Designs are drawn from smooth periodic Gaussian random fields: each cell sums
+`num_scales` white-noise fields filtered with Gaussian kernels of random widths
+(log-uniform in `length_scale_range`, pixels) and random weights, optionally
+mirror-symmetrizes the sum about both mid-lines, and thresholds it so that a
+fraction `porosity` (uniform in `porosity_range` per cell) of the pixels is
+void (0) and the rest solid (1). The default 'network' pattern puts solid
+where |field| is small (round pores at low porosity, connected walls at high
+porosity); 'excursion' puts solid where the field is large (blobs, mostly
+disconnected above porosity 0.55, so y collapses to the void stiffness).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ipage_jax.tasks import base
+from ipage_jax.tasks import homogenization
+
+NAME = 'architected'
+SIZE = 32
+X_DIM = SIZE * SIZE
+Y_DIM = 1
+DATA_SIZE = 20_000
+POROSITY_RANGE = (0.25, 0.75)
+LENGTH_SCALE_RANGE = (1.5, 5.0)
+NUM_SCALES = 2
+PATTERNS = ('network', 'excursion')
+PATTERN = 'network'
+# Fastest of 1, 64, 256 on a 2-core CPU (docs/fem.md): a batch runs as many
+# PCG iterations as its slowest cell needs.
+BATCH_SIZE = 64
+# y over 512 cells of `generate_cells(PRNGKey(0), 512)`: quartiles 0.0145,
+# 0.059, 0.155, range 0.002-0.42 (docs/fem.md). Target: the median, rounded.
+DEFAULT_TARGET = np.array([0.06], np.float32)
+# Settings recorded in (and checked against) a cache file.
+_SIM_SETTINGS = {
+    'size': SIZE,
+    'e_min': homogenization.E_MIN,
+    'penalty': homogenization.PENALTY,
+    'nu': homogenization.POISSON,
+}
+
+Progress = Callable[[int, int], None]
+
+
+def _check_n(n) -> int:
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f'n must be a positive integer; got {n!r}')
+  return int(n)
+
+
+def _check_range(name, lo_hi, lo_ok, hi_ok):
+  lo, hi = lo_hi
+  if not lo_ok <= lo <= hi <= hi_ok:
+    raise ValueError(
+        f'{name} must satisfy {lo_ok} <= low <= high <= {hi_ok}; got {lo_hi!r}'
+    )
+
+
+def _one_cell(key, size, porosity_range, length_scale_range, num_scales,
+              pattern, mirror):
+  """One `(size, size)` binary cell (1 = solid) from one key."""
+  k_noise, k_scale, k_weight, k_por = jax.random.split(key, 4)
+  noise = jax.random.normal(k_noise, (num_scales, size, size))
+  log_lo, log_hi = np.log(length_scale_range)
+  ell = jnp.exp(jax.random.uniform(
+      k_scale, (num_scales,), minval=log_lo, maxval=log_hi))
+  freq = np.fft.fftfreq(size)
+  k2 = jnp.asarray(freq[:, None] ** 2 + freq[None, :] ** 2, jnp.float32)
+  # Gaussian kernel of standard deviation ell pixels, applied in Fourier space.
+  gain = jnp.exp(-2.0 * np.pi**2 * ell[:, None, None] ** 2 * k2[None])
+  fields = jnp.fft.ifft2(jnp.fft.fft2(noise) * gain).real
+  fields = fields / jnp.std(fields, axis=(1, 2), keepdims=True)
+  weights = jax.random.uniform(k_weight, (num_scales,), minval=0.2)
+  field = jnp.einsum('s,sij->ij', weights, fields)
+  if mirror:
+    field = field + field[::-1, :]
+    field = field + field[:, ::-1]
+  if pattern == 'network':
+    # Solid near the zero level set: walls that stay connected when thin.
+    field = -jnp.abs(field)
+  porosity = jax.random.uniform(
+      k_por, (), minval=porosity_range[0], maxval=porosity_range[1])
+  num = size * size
+  num_void = jnp.clip(jnp.round(porosity * num), 1, num - 1).astype(jnp.int32)
+  # Ties (mirror copies) share a side, so the cell keeps its symmetry.
+  threshold = jnp.sort(field.ravel())[num_void]
+  return (field >= threshold).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=(
+    'size', 'porosity_range', 'length_scale_range', 'num_scales', 'pattern',
+    'mirror'))
+def _cells_from_keys(keys, *, size, porosity_range, length_scale_range,
+                     num_scales, pattern, mirror):
+  fn = functools.partial(
+      _one_cell, size=size, porosity_range=porosity_range,
+      length_scale_range=length_scale_range, num_scales=num_scales,
+      pattern=pattern, mirror=mirror)
+  return jax.vmap(fn)(keys)
+
+
+def _generator_options(size, porosity_range, length_scale_range, num_scales,
+                       pattern, mirror):
+  if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or (
+      size < 2):
+    raise ValueError(f'size must be an integer >= 2; got {size!r}')
+  _check_range('porosity_range', porosity_range, 0.0, 1.0)
+  _check_range('length_scale_range', length_scale_range, 1e-3, np.inf)
+  if isinstance(num_scales, bool) or not isinstance(
+      num_scales, (int, np.integer)) or num_scales < 1:
+    raise ValueError(
+        f'num_scales must be a positive integer; got {num_scales!r}')
+  if pattern not in PATTERNS:
+    raise ValueError(f'pattern must be one of {PATTERNS}; got {pattern!r}')
+  return dict(
+      size=int(size),
+      porosity_range=tuple(float(v) for v in porosity_range),
+      length_scale_range=tuple(float(v) for v in length_scale_range),
+      num_scales=int(num_scales),
+      pattern=pattern,
+      mirror=bool(mirror),
+  )
+
+
+def generate_cells(
+    key: jax.Array,
+    n: int,
+    *,
+    size: int = SIZE,
+    porosity_range: tuple[float, float] = POROSITY_RANGE,
+    length_scale_range: tuple[float, float] = LENGTH_SCALE_RANGE,
+    num_scales: int = NUM_SCALES,
+    pattern: str = PATTERN,
+    mirror: bool = False,
+) -> jax.Array:
+  """Random binary periodic cells.
+
+  Args:
+    key: PRNG key; cell i depends only on `jax.random.split(key, n)[i]`.
+    n: number of cells.
+    size: cells are `(size, size)` pixels.
+    porosity_range: (low, high); each cell's void fraction is uniform in it
+      (rounded to whole pixels).
+    length_scale_range: (low, high) Gaussian filter widths in pixels, drawn
+      log-uniformly, one per scale.
+    num_scales: number of superposed filtered noise fields.
+    pattern: 'network' (solid where |field| is small: pores at low porosity,
+      connected walls at high porosity) or 'excursion' (solid where the field
+      is large: blobs, often disconnected at high porosity).
+    mirror: symmetrize about both mid-lines (orthotropic cells).
+
+  Returns:
+    `(n, size, size)` float32 in {0, 1} (1 = solid).
+  """
+  n = _check_n(n)
+  opts = _generator_options(size, porosity_range, length_scale_range,
+                            num_scales, pattern, mirror)
+  return _cells_from_keys(jax.random.split(key, n), **opts)
+
+
+def _check_x(x: jax.Array) -> jax.Array:
+  x = jnp.asarray(x)
+  if x.ndim < 1 or x.shape[-1] != X_DIM:
+    raise ValueError(
+        f'x must have shape (..., {X_DIM}); got shape {tuple(x.shape)}')
+  return x
+
+
+def _clip01(x):
+  # Unlike jnp.clip, keeps the full gradient at exactly 0 and 1.
+  return jnp.where(x < 0.0, 0.0, jnp.where(x > 1.0, 1.0, x))
+
+
+def simulate(x: jax.Array, **options) -> jax.Array:
+  """FEM forward process.
+
+  Args:
+    x: `(..., 1024)` densities (row-major 32 x 32 cells); values outside
+      [0, 1] are clipped.
+    **options: solver settings passed to `homogenization.homogenize`.
+
+  Returns:
+    `(..., 1)` mean axial Young's modulus over the solid's modulus.
+  """
+  x = _check_x(x)
+  cells = _clip01(x).reshape(x.shape[:-1] + (SIZE, SIZE))
+  return homogenization.effective_modulus(cells, **options)[..., None]
+
+
+def sample_prior(key: jax.Array, n: int) -> jax.Array:
+  """`(n, 1024)` float32 flattened cells from `generate_cells` (defaults)."""
+  return generate_cells(key, n).reshape(-1, X_DIM)
+
+
+@functools.partial(jax.jit, static_argnames=('gen_opts',))
+def _batch(keys, gen_opts):
+  cells = _cells_from_keys(keys, **dict(gen_opts))
+  y = homogenization.effective_modulus(cells)
+  return cells.reshape(keys.shape[0], -1), y[:, None]
+
+
+def save_dataset(path: str, x: np.ndarray, y: np.ndarray, **meta) -> None:
+  """Writes `x (n, D)`, `y (n, 1)`, the simulator settings and scalar `meta`.
+
+  The npz file at `path` appears complete or not at all (temp file in the
+  same folder, then os.replace).
+  """
+  meta = {**_SIM_SETTINGS, **meta}
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(dir=directory, suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      np.savez(f, x=x, y=y, **{k: np.asarray(v) for k, v in meta.items()})
+    os.chmod(tmp, 0o644)  # mkstemp creates owner-only files
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def load_dataset(path: str, n: Optional[int] = None, **expected):
+  """Reads a cache written by `make_dataset` / `save_dataset`.
+
+  Args:
+    path: npz file with `x (N, 1024)`, `y (N, 1)` and the simulator settings.
+    n: rows to return (the first n); None returns all.
+    **expected: further stored scalars that must match (e.g. pattern='network',
+      mirror=False).
+
+  Returns:
+    float32 `x (n, 1024)`, `y (n, 1)`. Raises ValueError when shapes,
+    simulator settings or `expected` differ, or when the file holds fewer
+    than `n` rows.
+  """
+  with np.load(path) as data:
+    if 'x' not in data or 'y' not in data:
+      raise ValueError(f'{path}: expected arrays x and y; got {data.files}')
+    x, y = data['x'], data['y']
+    for name, value in {**_SIM_SETTINGS, **expected}.items():
+      if name not in data:
+        raise ValueError(f'{path}: setting {name} is missing; regenerate it')
+      stored = data[name].item()
+      same = (np.isclose(stored, value) if isinstance(value, float)
+              else stored == value)
+      if not same:
+        raise ValueError(
+            f'{path}: setting {name}={stored!r} differs from {value!r}; '
+            'regenerate the cache')
+  if x.ndim != 2 or x.shape[1] != X_DIM or y.shape != (x.shape[0], Y_DIM):
+    raise ValueError(
+        f'{path}: expected x (n, {X_DIM}) and y (n, {Y_DIM}); got '
+        f'{x.shape} and {y.shape}')
+  if n is not None and x.shape[0] < n:
+    raise ValueError(f'{path}: holds {x.shape[0]} rows, fewer than n={n}')
+  rows = slice(None) if n is None else slice(0, n)
+  return x[rows].astype(np.float32), y[rows].astype(np.float32)
+
+
+def make_dataset(
+    key: jax.Array,
+    n: Optional[int] = None,
+    *,
+    batch_size: int = BATCH_SIZE,
+    cache_path: Optional[str] = None,
+    progress: Optional[Progress] = None,
+    pattern: str = PATTERN,
+    mirror: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Cells and their moduli: x `(n, 1024)`, y `(n, 1)`, float32 numpy.
+
+  Args:
+    key: PRNG key; row i is `generate_cells(key, n)[i]` (independent of
+      `batch_size`).
+    n: rows; None gives `DATA_SIZE`.
+    batch_size: cells per compiled FEM call (the last batch is padded).
+    cache_path: if the file exists, rows are loaded from it (`load_dataset`;
+      the key is then not used); otherwise the generated data are written
+      there.
+    progress: called as `progress(done, n)` after each batch.
+    pattern: cell family (see `generate_cells`).
+    mirror: mirror-symmetric cells (see `generate_cells`).
+  """
+  n = DATA_SIZE if n is None else _check_n(n)
+  batch_size = _check_n(batch_size)
+  if cache_path is not None and os.path.exists(cache_path):
+    return load_dataset(cache_path, n, pattern=pattern, mirror=bool(mirror))
+  gen_opts = tuple(sorted(_generator_options(
+      SIZE, POROSITY_RANGE, LENGTH_SCALE_RANGE, NUM_SCALES, pattern,
+      mirror).items()))
+  keys = jax.random.split(key, n)
+  batch_size = min(batch_size, n)
+  xs, ys = [], []
+  for start in range(0, n, batch_size):
+    chunk = keys[start:start + batch_size]
+    pad = batch_size - chunk.shape[0]
+    if pad:
+      chunk = jnp.concatenate([chunk, keys[:pad]])
+    x, y = _batch(chunk, gen_opts)
+    xs.append(np.asarray(x)[:batch_size - pad])
+    ys.append(np.asarray(y)[:batch_size - pad])
+    if progress is not None:
+      progress(min(start + batch_size, n), n)
+  x = np.concatenate(xs).astype(np.float32)
+  y = np.concatenate(ys).astype(np.float32)
+  if not np.all(np.isfinite(y)):
+    raise ValueError('the FEM returned non-finite moduli')
+  if cache_path is not None:
+    save_dataset(cache_path, x, y, pattern=pattern, mirror=bool(mirror))
+  return x, y
+
+
+def task() -> base.Task:
+  """The architected-materials `Task` (exact FEM simulator)."""
+  return base.Task(
+      name=NAME,
+      x_dim=X_DIM,
+      y_dim=Y_DIM,
+      lower=np.zeros(X_DIM, np.float32),
+      upper=np.ones(X_DIM, np.float32),
+      default_target=DEFAULT_TARGET.copy(),
+      sample_prior=sample_prior,
+      make_dataset=make_dataset,
+      data_size=DATA_SIZE,
+      simulate=simulate,
+      simulator_kind='exact',
+      x_names=tuple(f'rho_{i}_{j}' for i in range(SIZE) for j in range(SIZE)),
+      y_names=('E_mean',),
+  )

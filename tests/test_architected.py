@@ -1,0 +1,165 @@
+"""Tests of the architected-materials task: cell generator, data, cache."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ipage_jax import tasks
+from ipage_jax.tasks import architected as arch
+from ipage_jax.tasks import homogenization as hom
+
+KEY = jax.random.PRNGKey(0)
+N_PIX = arch.SIZE * arch.SIZE
+
+_simulate = jax.jit(arch.simulate)
+
+
+def test_cells_are_binary_with_porosity_in_range():
+  cells = np.asarray(arch.generate_cells(KEY, 32))
+  assert cells.shape == (32, 32, 32) and cells.dtype == np.float32
+  assert set(np.unique(cells)) <= {0.0, 1.0}
+  porosity = 1.0 - cells.mean(axis=(1, 2))
+  # Exact pixel counts: round(p * 1024) void pixels, p in [0.25, 0.75].
+  assert porosity.min() >= 0.25 - 0.5 / N_PIX
+  assert porosity.max() <= 0.75 + 0.5 / N_PIX
+  # Uniform on [0.25, 0.75]: 32 draws spread over most of the range.
+  assert porosity.min() < 0.32 and porosity.max() > 0.68
+
+
+def test_cells_are_deterministic_per_key():
+  a = arch.generate_cells(KEY, 32)
+  np.testing.assert_array_equal(a, arch.generate_cells(KEY, 32))
+  b = arch.generate_cells(jax.random.PRNGKey(1), 32)
+  assert np.mean(np.asarray(a) != np.asarray(b)) > 0.2
+
+
+@pytest.mark.parametrize('pattern', arch.PATTERNS)
+def test_cells_are_smooth_and_periodic(pattern):
+  """Neighbours agree far more often than independent pixels would, and as
+  often across the periodic boundary as inside the cell."""
+  cells = np.asarray(arch.generate_cells(KEY, 32, pattern=pattern))
+  phi = 1.0 - cells.mean(axis=(1, 2), keepdims=True)
+  iid = np.mean(phi**2 + (1.0 - phi) ** 2)
+  inner = np.mean(cells[:, :, 1:] == cells[:, :, :-1])
+  wrap_x = np.mean(cells[:, :, 0] == cells[:, :, -1])
+  wrap_y = np.mean(cells[:, 0, :] == cells[:, -1, :])
+  assert inner > iid + 0.2
+  assert abs(wrap_x - inner) < 0.05 and abs(wrap_y - inner) < 0.05
+
+
+def test_mirror_cells_are_symmetric():
+  cells = np.asarray(arch.generate_cells(KEY, 16, mirror=True))
+  np.testing.assert_array_equal(cells, cells[:, ::-1, :])
+  np.testing.assert_array_equal(cells, cells[:, :, ::-1])
+  porosity = 1.0 - cells.mean(axis=(1, 2))
+  # Ties in groups of 4 may move up to 3 pixels to the solid side.
+  assert porosity.min() >= 0.25 - 3.5 / N_PIX
+  assert porosity.max() <= 0.75 + 0.5 / N_PIX
+
+
+@pytest.mark.parametrize('kwargs,name', [
+    (dict(n=0), 'n'),
+    (dict(porosity_range=(0.8, 0.2)), 'porosity_range'),
+    (dict(porosity_range=(-0.1, 0.5)), 'porosity_range'),
+    (dict(length_scale_range=(3.0, 1.0)), 'length_scale_range'),
+    (dict(size=1), 'size'),
+    (dict(num_scales=0), 'num_scales'),
+    (dict(pattern='stripes'), 'pattern'),
+])
+def test_generator_rejects_bad_arguments(kwargs, name):
+  kwargs = {'n': 4, **kwargs}
+  with pytest.raises(ValueError, match=name):
+    arch.generate_cells(KEY, **kwargs)
+
+
+def test_simulate_closed_forms_and_clipping():
+  x = np.stack([
+      np.ones(N_PIX),                    # solid: y = 1
+      np.full(N_PIX, 0.5),               # uniform: y = E(0.5)
+      np.full(N_PIX, 1.7),               # clipped to 1
+      np.full(N_PIX, -0.3),              # clipped to 0: y = e_min
+  ]).astype(np.float32)
+  y = np.asarray(_simulate(jnp.asarray(x)))
+  assert y.shape == (4, 1)
+  e_half = hom.E_MIN + 0.5**hom.PENALTY * (1.0 - hom.E_MIN)
+  np.testing.assert_allclose(
+      y[:, 0], [1.0, e_half, 1.0, hom.E_MIN], rtol=1e-5)
+
+
+def test_simulate_gradient_of_uniform_cell():
+  """For a uniform cell y = E(c), so sum_i dy/dx_i = E'(c) = p c^(p-1)(1-e_min).
+
+  At c = 1 this also checks that the [0, 1] clip keeps the full gradient.
+  """
+  grad = jax.jit(jax.grad(lambda v: arch.simulate(v)[0, 0]))
+  for c in (1.0, 0.6):
+    g = np.asarray(grad(jnp.full((1, N_PIX), c, jnp.float32)))
+    expected = hom.PENALTY * c ** (hom.PENALTY - 1) * (1.0 - hom.E_MIN)
+    np.testing.assert_allclose(g.sum(), expected, rtol=1e-4)
+    np.testing.assert_allclose(g, expected / N_PIX, rtol=1e-3)
+
+
+@pytest.mark.parametrize('shape', [(1023,), (4, 32, 32), (2, 1025)])
+def test_simulate_rejects_bad_shapes(shape):
+  with pytest.raises(ValueError, match='x must have shape'):
+    arch.simulate(jnp.zeros(shape))
+
+
+@pytest.fixture(scope='module')
+def data32():
+  calls = []
+  x, y = arch.make_dataset(
+      KEY, 32, batch_size=12, progress=lambda d, t: calls.append((d, t)))
+  return x, y, calls
+
+
+def test_make_dataset_matches_generator_and_simulator(data32):
+  x, y, calls = data32
+  assert x.shape == (32, N_PIX) and y.shape == (32, 1)
+  assert x.dtype == np.float32 and y.dtype == np.float32
+  assert calls == [(12, 32), (24, 32), (32, 32)]
+  # Row i is cell i of generate_cells(key, n), whatever the batching (the
+  # last batch is padded).
+  np.testing.assert_array_equal(
+      x, np.asarray(arch.generate_cells(KEY, 32)).reshape(32, -1))
+  # y is the FEM modulus of each row, between the void and solid moduli.
+  assert np.all(y > hom.E_MIN) and np.all(y < 1.0)
+  y_direct = np.asarray(_simulate(jnp.asarray(x[28:])))
+  np.testing.assert_allclose(y[28:], y_direct, rtol=1e-5)
+
+
+def test_cache_round_trip_and_checks(tmp_path):
+  path = str(tmp_path / 'cells.npz')
+  x, y = arch.make_dataset(KEY, 16, batch_size=12, cache_path=path)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['cells.npz']
+  # Loaded, not regenerated: another key returns the stored rows.
+  x2, y2 = arch.make_dataset(jax.random.PRNGKey(9), 3, cache_path=path)
+  np.testing.assert_array_equal(x2, x[:3])
+  np.testing.assert_array_equal(y2, y[:3])
+  with pytest.raises(ValueError, match='fewer than n=20'):
+    arch.make_dataset(KEY, 20, cache_path=path)
+  with pytest.raises(ValueError, match='mirror'):
+    arch.make_dataset(KEY, 3, cache_path=path, mirror=True)
+  bad = str(tmp_path / 'bad.npz')
+  arch.save_dataset(bad, np.zeros((3, 100), np.float32),
+                    np.zeros((3, 1), np.float32))
+  with pytest.raises(ValueError, match='expected x'):
+    arch.load_dataset(bad)
+  other = str(tmp_path / 'other.npz')
+  np.savez(other, x=x, y=y, size=32, e_min=0.01, penalty=3.0, nu=0.3)
+  with pytest.raises(ValueError, match='e_min'):
+    arch.load_dataset(other)
+
+
+def test_task_record_and_default_target(data32):
+  task = tasks.get('architected')
+  assert task.name == 'architected'
+  assert (task.x_dim, task.y_dim, task.data_size) == (1024, 1, 20_000)
+  np.testing.assert_array_equal(task.lower, np.zeros(1024))
+  np.testing.assert_array_equal(task.upper, np.ones(1024))
+  assert len(task.x_names) == 1024 and task.simulator_kind == 'exact'
+  x, y, _ = data32
+  np.testing.assert_array_equal(task.sample_prior(KEY, 32), x)
+  lo, hi = np.quantile(y, [0.2, 0.8])
+  assert lo < task.default_target[0] < hi

@@ -1,0 +1,215 @@
+"""Tests for the evaluation metrics on hand-made inputs."""
+
+import functools
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.spatial import distance
+
+from ipage_jax import metrics
+
+
+def _linear_sim(x):
+  """(n, 2) -> (n, 2): y = (x1 + x2, 2 x1)."""
+  return jnp.stack([x[:, 0] + x[:, 1], 2.0 * x[:, 0]], axis=-1)
+
+
+def _nan_sim(x):
+  """(n, 1) -> (n, 1): sqrt(x), NaN for negative x."""
+  return jnp.sqrt(x)
+
+
+# --------------------------------------------------------- re-simulation
+
+
+def test_resimulation_error_by_hand():
+  x = jnp.array([[1.0, 2.0], [0.0, 0.0], [0.5, -0.5]])
+  target = jnp.array([3.0, 1.0])
+  res = metrics.resimulation_error(_linear_sim, x, target)
+  # y = (3, 2), (0, 0), (0, 1): errors 0 + 1, 9 + 1, 9 + 0.
+  np.testing.assert_allclose(res.per_sample, [1.0, 10.0, 9.0])
+  np.testing.assert_allclose(res.mean, 20.0 / 3.0, rtol=1e-6)
+  assert int(res.num_invalid) == 0
+
+
+def test_resimulation_error_skips_and_counts_invalid_rows():
+  x = jnp.array([[4.0], [-1.0], [9.0], [jnp.nan]])
+  res = metrics.resimulation_error(_nan_sim, x, jnp.array([1.0]))
+  per = np.asarray(res.per_sample)
+  np.testing.assert_allclose(per[[0, 2]], [1.0, 4.0])
+  assert np.all(np.isnan(per[[1, 3]]))
+  np.testing.assert_allclose(res.mean, 2.5)
+  assert int(res.num_invalid) == 2
+  # All rows invalid: mean is NaN, not 0.
+  res = metrics.resimulation_error(
+      _nan_sim, jnp.array([[-1.0], [-2.0]]), jnp.array([0.0])
+  )
+  assert np.isnan(float(res.mean)) and int(res.num_invalid) == 2
+
+
+def test_resimulation_error_jits():
+  x = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+  fn = jax.jit(functools.partial(metrics.resimulation_error, _linear_sim))
+  res = fn(x, jnp.array([3.0, 1.0]))
+  np.testing.assert_allclose(res.per_sample, [1.0, 10.0])
+  np.testing.assert_allclose(res.mean, 5.5)
+
+
+def test_protocols():
+  x = jnp.array([[1.0, 2.0], [0.0, 0.0]])
+  # A: one target per row.
+  targets = jnp.array([[3.0, 2.0], [1.0, -1.0]])
+  res_a = metrics.protocol_a_error(_linear_sim, x, targets)
+  np.testing.assert_allclose(res_a.per_sample, [0.0, 2.0])
+  np.testing.assert_allclose(res_a.mean, 1.0)
+  # B: one target for all rows.
+  res_b = metrics.protocol_b_error(_linear_sim, x, jnp.array([1.0, -1.0]))
+  np.testing.assert_allclose(res_b.per_sample, [4.0 + 9.0, 2.0])
+  np.testing.assert_allclose(res_b.mean, 7.5)
+
+
+def test_bad_shapes_raise():
+  x = jnp.zeros((3, 2))
+  with pytest.raises(ValueError, match='y_target'):
+    metrics.resimulation_error(_linear_sim, x, jnp.zeros(3))
+  with pytest.raises(ValueError, match='x must'):
+    metrics.resimulation_error(_linear_sim, jnp.zeros(2), jnp.zeros(2))
+  with pytest.raises(ValueError, match='protocol A'):
+    metrics.protocol_a_error(_linear_sim, x, jnp.zeros((4, 2)))
+  with pytest.raises(ValueError, match='protocol B'):
+    metrics.protocol_b_error(_linear_sim, x, jnp.zeros((3, 2)))
+
+
+# ---------------------------------------------------------- mode coverage
+
+
+def test_mode_coverage_by_hand():
+  modes = jnp.array([0, 0, 1, 2, 2, 2, 3, 3, -1])
+  err = jnp.array([0.01, 0.02, 0.2, 0.0, 0.04, -0.03, jnp.nan, 0.06, 0.0])
+  cov = metrics.mode_coverage(modes, err, num_modes=5, tol=0.05)
+  # Accurate: modes 0 (2), 2 (3); mode 1 and 3 only have inaccurate or NaN
+  # rows, mode 4 none, index -1 belongs to no mode.
+  np.testing.assert_array_equal(cov.counts, [2, 0, 3, 0, 0])
+  assert int(cov.num_covered) == 2
+  np.testing.assert_allclose(cov.smallest_share, 0.0)
+  cov = metrics.mode_coverage(modes, err, num_modes=3, tol=0.05)
+  np.testing.assert_array_equal(cov.counts, [2, 0, 3])
+  cov = metrics.mode_coverage(
+      jnp.array([0, 1, 1, 2, 2, 2]), jnp.zeros((6, 1)), num_modes=3
+  )
+  assert int(cov.num_covered) == 3
+  np.testing.assert_allclose(cov.smallest_share, 1.0 / 6.0, rtol=1e-6)
+
+
+def test_mode_coverage_multi_output_uses_largest_error():
+  err = jnp.array([[0.01, 0.2], [0.01, 0.01]])
+  cov = metrics.mode_coverage(jnp.array([0, 1]), err, num_modes=2)
+  np.testing.assert_array_equal(cov.counts, [0, 1])
+
+
+def test_mode_coverage_nothing_accurate():
+  cov = metrics.mode_coverage(jnp.array([0, 1]), jnp.ones(2), num_modes=2)
+  assert int(cov.num_covered) == 0
+  np.testing.assert_allclose(cov.smallest_share, 0.0)
+  with pytest.raises(ValueError, match='num_modes'):
+    metrics.mode_coverage(jnp.array([0]), jnp.zeros(1), num_modes=0)
+  with pytest.raises(ValueError, match='tol'):
+    metrics.mode_coverage(jnp.array([0]), jnp.zeros(1), 1, tol=0.0)
+
+
+# -------------------------------------------------------------- diversity
+
+
+def test_diversity_unit_square_corners():
+  x = jnp.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+  np.testing.assert_allclose(
+      metrics.diversity(x), (4.0 + 2.0 * np.sqrt(2.0)) / 6.0, rtol=1e-6
+  )
+
+
+def test_diversity_matches_scipy_with_uneven_blocks():
+  x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (37, 5)))
+  ref = distance.pdist(x.astype(np.float64)).mean()
+  np.testing.assert_allclose(
+      metrics.diversity(jnp.asarray(x), batch_size=8), ref, rtol=1e-5
+  )
+  np.testing.assert_allclose(metrics.diversity(jnp.asarray(x)), ref, rtol=1e-5)
+
+
+def test_diversity_gradient_is_finite_and_bad_input_raises():
+  x = jnp.array([[0.0, 0.0], [3.0, 4.0], [0.0, 0.0]])
+  g = jax.grad(metrics.diversity)(x)
+  assert np.all(np.isfinite(np.asarray(g)))
+  with pytest.raises(ValueError, match='n >= 2'):
+    metrics.diversity(jnp.zeros((1, 3)))
+
+
+# -------------------------------------------------------------------- r_T
+
+
+def test_r_t_prefix_by_hand():
+  errors = jnp.array([[3.0, 1.0, 2.0, 0.5], [0.2, 5.0, 0.1, 4.0]])
+  r = metrics.r_t_curve(errors, [1, 2, 3, 4])
+  # Target 1 running min: 3, 1, 1, 0.5; target 2: 0.2, 0.2, 0.1, 0.1.
+  np.testing.assert_allclose(r, [1.6, 0.6, 0.55, 0.3], rtol=1e-6)
+  r1 = metrics.r_t_curve(errors[0], [2])
+  np.testing.assert_allclose(r1, [1.0])
+
+
+def test_r_t_prefix_skips_invalid():
+  errors = jnp.array([jnp.nan, 2.0, jnp.inf, 1.0])
+  r = metrics.r_t_curve(errors, [1, 2, 4])
+  assert np.isnan(float(r[0]))
+  np.testing.assert_allclose(r[1:], [2.0, 1.0])
+
+
+def test_r_t_subset_matches_brute_force():
+  e = np.array([[0.7, 0.1, 0.9, 0.3, 0.5, 0.2],
+                [1.0, 4.0, 2.0, 8.0, 3.0, 0.5]])
+  ts = [1, 2, 3, 5, 6]
+  ref = [
+      np.mean([
+          np.mean([row[list(c)].min()
+                   for c in itertools.combinations(range(6), t)])
+          for row in e
+      ])
+      for t in ts
+  ]
+  r = metrics.r_t_curve(jnp.asarray(e), ts, estimator='subset')
+  np.testing.assert_allclose(r, ref, rtol=1e-5)
+
+
+def test_r_t_subset_with_invalid_entries():
+  # One NaN among 4: every 2-subset has a finite value, so r_2 is the mean
+  # of the min over the finite ones; r_1 can draw the NaN, so it is NaN.
+  e = np.array([0.4, np.nan, 0.1, 0.3])
+  ref = np.mean([
+      np.nanmin(e[list(c)]) for c in itertools.combinations(range(4), 2)
+  ])
+  r = metrics.r_t_curve(jnp.asarray(e), [1, 2], estimator='subset')
+  assert np.isnan(float(r[0]))
+  np.testing.assert_allclose(r[1], ref, rtol=1e-6)
+
+
+def test_r_t_bad_arguments():
+  with pytest.raises(ValueError, match='ts'):
+    metrics.r_t_curve(jnp.ones(3), [4])
+  with pytest.raises(ValueError, match='ts'):
+    metrics.r_t_curve(jnp.ones(3), [0])
+  with pytest.raises(ValueError, match='estimator'):
+    metrics.r_t_curve(jnp.ones(3), [1], estimator='mean')
+
+
+# ------------------------------------------------------------------ timing
+
+
+def test_time_to_solution_and_first_crossing():
+  t = metrics.TimeToSolution(inference_s=0.25, localization_s=1.5)
+  assert t.total_s == pytest.approx(1.75)
+  curve = jnp.array([5.0, 3.0, 1.0, 0.5, 0.7])
+  assert int(metrics.first_crossing(curve, 1.0)) == 2
+  assert int(metrics.first_crossing(curve, 5.0)) == 0
+  assert int(metrics.first_crossing(curve, 0.1)) == -1
