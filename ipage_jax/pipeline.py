@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from ipage_jax import checkpoint
 from ipage_jax import data as data_lib
 from ipage_jax import flows
 from ipage_jax import localization
@@ -316,14 +317,14 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
   start = time.perf_counter()
   if localize:
     lower, upper = bounds if bounds is not None else model.x_range
-    box = (model.x_scaler.forward(jnp.asarray(lower, jnp.float32)[None])[0],
-           model.x_scaler.forward(jnp.asarray(upper, jnp.float32)[None])[0])
-    localizer = localization.make_localizer(
-        functools.partial(_forward_y, model.inn),
-        steps=steps or s.localize_steps,
-        learning_rate=learning_rate or s.localize_learning_rate,
-        bounds=box if s.boundary_weight > 0 else None,
-        boundary_weight=s.boundary_weight)
+    box = None
+    if s.boundary_weight > 0:
+      box = tuple(tuple(np.asarray(model.x_scaler.forward(
+          jnp.asarray(b, jnp.float32)[None])[0]).tolist())
+                  for b in (lower, upper))
+    localizer = _localizer(model.inn, steps or s.localize_steps,
+                           learning_rate or s.localize_learning_rate, box,
+                           s.boundary_weight)
     result = localizer(model.surrogate_params, flat_x, flat_t)
     flat_x = jax.block_until_ready(result.x)
   localization_s = time.perf_counter() - start
@@ -341,3 +342,63 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
       y_target=targets[0] if single else targets,
       inference_s=inference_s, localization_s=localization_s)
 
+
+
+@functools.lru_cache(maxsize=16)
+def _localizer(inn: flows.INN, steps: int, learning_rate: float,
+               box: Optional[tuple[tuple[float, ...], tuple[float, ...]]],
+               boundary_weight: float):
+  """A compiled localizer per setting, reused across `solve` calls."""
+  return localization.make_localizer(
+      functools.partial(_forward_y, inn), steps=steps,
+      learning_rate=learning_rate, bounds=box,
+      boundary_weight=boundary_weight)
+
+
+def save_model(path: str, model: Model) -> None:
+  """Writes a fitted Model to one file (atomically)."""
+  tree = {'params': model.params, 'surrogate_params': model.surrogate_params,
+          'x_scaler': model.x_scaler._asdict(),
+          'y_scaler': model.y_scaler._asdict(),
+          'x_range': list(model.x_range), 'y_range': list(model.y_range)}
+  meta = {'config': model.config.to_dict(), 'x_dim': model.inn.x_dim,
+          'y_dim': model.inn.y_dim, 'diverged': model.diverged,
+          'history': {k: np.asarray(v).tolist()
+                      for k, v in model.history.items()}}
+  checkpoint.save_pytree(path, tree, meta)
+
+
+def load_model(path: str) -> Model:
+  """Reads a Model written by `save_model`.
+
+  Raises:
+    ValueError: for a missing, corrupted or inconsistent file.
+  """
+  _, meta = checkpoint.read_pytree(path)
+  try:
+    config = ml_collections.ConfigDict(meta['config'])
+    x_dim, y_dim = int(meta['x_dim']), int(meta['y_dim'])
+  except (KeyError, TypeError, ValueError) as e:
+    raise ValueError(f'{path!r} is not a saved iPage model: {e}') from e
+  inn = build_inn(config, x_dim, y_dim)
+  params = jax.eval_shape(inn.init, jax.random.PRNGKey(0),
+                          jnp.zeros((1, inn.width), jnp.float32))
+  zeros = lambda k: np.zeros((k,), np.float32)
+  template = {'params': params, 'surrogate_params': params,
+              'x_scaler': {'mean': zeros(x_dim), 'scale': zeros(x_dim)},
+              'y_scaler': {'mean': zeros(y_dim), 'scale': zeros(y_dim)},
+              'x_range': [zeros(x_dim), zeros(x_dim)],
+              'y_range': [zeros(y_dim), zeros(y_dim)]}
+  template = jax.tree_util.tree_map(
+      lambda s: np.zeros(s.shape, s.dtype), template)
+  tree, _ = checkpoint.load_pytree(path, template)
+  as_jnp = lambda t: jax.tree_util.tree_map(jnp.asarray, t)
+  return Model(
+      inn=inn, params=as_jnp(tree['params']),
+      surrogate_params=as_jnp(tree['surrogate_params']),
+      x_scaler=data_lib.Standardizer(**as_jnp(tree['x_scaler'])),
+      y_scaler=data_lib.Standardizer(**as_jnp(tree['y_scaler'])),
+      x_range=tuple(np.asarray(a) for a in tree['x_range']),
+      y_range=tuple(np.asarray(a) for a in tree['y_range']),
+      config=config, diverged=bool(meta.get('diverged', False)),
+      history={k: np.asarray(v) for k, v in meta['history'].items()})

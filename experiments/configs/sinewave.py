@@ -1,0 +1,17 @@
+"""Sinewave (SPEC section 7, first column)."""
+
+from experiments.configs import default
+
+
+def get_config():
+  c = default.get_config()
+  c.model.width = 8          # zero-padding: z takes 7 columns
+  c.model.num_blocks = 4
+  c.model.hidden = 128
+  c.model.activation = 'relu'
+  c.train.batch_size = 1024
+  c.train.epochs = 1000
+  c.train.learning_rate = 3e-3
+  c.train.final_learning_rate = 1e-5
+  c.solve.localize_learning_rate = 1e-3
+  return c
