@@ -1,0 +1,105 @@
+"""fit / solve: shapes, units, batching over targets, determinism, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ipage_jax import pipeline
+
+
+@pytest.fixture(scope='module')
+def model():
+  """A small model on y = x1 + x2 with x in a box far from the origin, so
+  that unit handling (standardization) matters."""
+  key = jax.random.PRNGKey(0)
+  x = jax.random.uniform(key, (512, 2), minval=10.0, maxval=20.0)
+  y = (x[:, :1] + x[:, 1:]) * 100.0
+  c = pipeline.default_config()
+  c.model.width = 4
+  c.model.num_blocks = 2
+  c.model.hidden = 32
+  c.train.epochs = 30
+  c.train.batch_size = 64
+  c.train.learning_rate = 3e-3
+  c.solve.localize_steps = 300
+  c.solve.localize_learning_rate = 2e-2
+  return pipeline.fit(key, np.asarray(x), np.asarray(y), c)
+
+
+def test_solve_one_target_in_original_units(model):
+  sols = pipeline.solve(model, jax.random.PRNGKey(1), [3000.0], 64)
+  assert sols.x.shape == (64, 2)
+  assert sols.x_posterior.shape == (64, 2)
+  assert sols.y_surrogate.shape == (64, 1)
+  assert sols.surrogate_error.shape == (64,)
+  np.testing.assert_allclose(sols.y_target, [3000.0])
+  # Designs live in the data box (boundary penalty), in original units.
+  assert np.all(sols.x > 9.0) and np.all(sols.x < 21.0)
+  # Localization drives the surrogate to the target ...
+  np.testing.assert_allclose(sols.y_surrogate[:, 0], 3000.0, atol=15.0)
+  np.testing.assert_allclose(
+      sols.surrogate_error,
+      np.sum((sols.y_surrogate - 3000.0) ** 2, -1), rtol=1e-3, atol=1e-2)
+  # ... and the true map agrees up to the surrogate's error (x1 + x2 = 30).
+  true_y = 100.0 * sols.x.sum(-1)
+  assert np.mean(np.abs(true_y - 3000.0)) < 60.0
+  # Solutions spread along the line x1 + x2 = 30, not one point.
+  assert np.std(sols.x[:, 0]) > 1.0
+
+
+def test_solve_many_targets_batched(model):
+  targets = np.array([[2600.0], [3000.0], [3400.0]])
+  sols = pipeline.solve(model, jax.random.PRNGKey(2), targets, 16)
+  assert sols.x.shape == (3, 16, 2)
+  assert sols.y_surrogate.shape == (3, 16, 1)
+  np.testing.assert_allclose(sols.y_surrogate[..., 0].mean(-1),
+                             targets[:, 0], atol=20.0)
+
+
+def test_solve_is_a_function_of_the_key(model):
+  a = pipeline.solve(model, jax.random.PRNGKey(5), [3000.0], 8, 'lhs')
+  b = pipeline.solve(model, jax.random.PRNGKey(5), [3000.0], 8, 'lhs')
+  c = pipeline.solve(model, jax.random.PRNGKey(6), [3000.0], 8, 'lhs')
+  np.testing.assert_array_equal(a.x, b.x)
+  assert not np.allclose(a.x, c.x)
+
+
+def test_without_localization_returns_posterior(model):
+  sols = pipeline.solve(model, jax.random.PRNGKey(3), [3000.0], 8,
+                        localize=False)
+  np.testing.assert_array_equal(sols.x, sols.x_posterior)
+
+
+def test_target_checks(model):
+  with pytest.raises(ValueError, match=r'shape \(1,\)'):
+    pipeline.solve(model, jax.random.PRNGKey(0), [1.0, 2.0], 4)
+  with pytest.raises(ValueError, match='NaN'):
+    pipeline.solve(model, jax.random.PRNGKey(0), [np.nan], 4)
+  with pytest.raises(ValueError, match='num_solutions'):
+    pipeline.solve(model, jax.random.PRNGKey(0), [3000.0], 0)
+  with pytest.warns(UserWarning, match='outside the training data range'):
+    pipeline.solve(model, jax.random.PRNGKey(0), [99999.0], 4)
+
+
+def test_save_and_load_round_trip(model, tmp_path):
+  path = str(tmp_path / 'model.msgpack')
+  pipeline.save_model(path, model)
+  loaded = pipeline.load_model(path)
+  x = jnp.array([[12.0, 15.0], [19.0, 11.0]])
+  np.testing.assert_array_equal(loaded.surrogate(x), model.surrogate(x))
+  np.testing.assert_array_equal(loaded.x_range[0], model.x_range[0])
+  assert loaded.config.train.epochs == model.config.train.epochs
+  np.testing.assert_array_equal(loaded.history['val_loss'],
+                                model.history['val_loss'])
+  with open(path, 'wb') as f:
+    f.write(b'garbage')
+  with pytest.raises(ValueError, match='checkpoint'):
+    pipeline.load_model(path)
+
+
+def test_bad_width_raises():
+  c = pipeline.default_config()
+  c.model.width = 1
+  with pytest.raises(ValueError, match='width'):
+    pipeline.build_inn(c, 2, 1)
