@@ -234,7 +234,7 @@ def execute(run: Run, report: Optional[Report] = None) -> dict:
   model, fit_s = fit_or_load(run, key_fit, x, y)
 
   sols = run.method.solve(model, key_solve, run.targets, run.num_solutions,
-                          run.sampler)
+                          run.sampler, solve_config=run.config.solve)
   result = {
       'task': run.task.name, 'method': run.method.name, 'seed': run.seed,
       'sampler': run.sampler, 'num_solutions': run.num_solutions,

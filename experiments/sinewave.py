@@ -44,7 +44,7 @@ def report(run, model, sols, key) -> dict:
   for i, sampler in enumerate(SAMPLERS):
     for n in SIZES:
       s = run.method.solve(model, jax.random.fold_in(key, i), [target], n,
-                           sampler)
+                           sampler, solve_config=run.config.solve)
       cov = coverage(s.x, target)
       q = float(np.mean((np.asarray(sinewave.simulate(s.x))[:, 0]
                          - target) ** 2))
@@ -60,7 +60,7 @@ def report(run, model, sols, key) -> dict:
       panels, SAMPLERS, [f'Ns = {n}' for n in SIZES],
       lambda g: np.asarray(sinewave.simulate(g))[:, 0], target,
       (sinewave.LOWER, sinewave.UPPER),
-      title=f'{run.method.name}: solutions for y* = {target}')
+      title=f'{run.method.name}: solutions for y* = {target:g}')
   fig.savefig(os.path.join(run.workdir, 'sinewave_samplers.png'), dpi=110)
   if getattr(model, 'history', None):
     plotting.training_curves(model.history).savefig(

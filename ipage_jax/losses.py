@@ -162,7 +162,8 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     ml_sigma: sigma of eq. 12.
 
   Returns:
-    loss_fn; `aux` holds l_x, l_y, l_z (and the lambdas for 'mmd').
+    loss_fn; `aux` holds l_x, l_y, l_z (and the lambdas for 'mmd'). For
+    'mmd', a term whose weight is 0 at a step is skipped and reported as 0.
   """
   if objective not in ('mmd', 'ml'):
     raise ValueError(f"unknown objective {objective!r}; expected 'mmd' or 'ml'")
@@ -190,14 +191,28 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     l_y = fit_loss(jnp.concatenate([y_pred, rest], -1),
                    jnp.pad(y_noisy, ((0, 0), (0, rest.shape[1]))))
     z_prior = jax.random.normal(k_z, (x.shape[0], z_dim), x.dtype)
-    l_z = latent_loss(y_pred, z_pred, y, z_prior, widths, unbiased=unbiased)
-    v_back = noisy_pad(inn.join_yz(y_noisy, z_prior), y_dim + z_dim, k_back)
-    x_back, x_pad = inn.split_input(inn.apply(params, v_back,
-                                              method='inverse')[0])
-    l_x = backward_loss(x_back, x, widths, unbiased=unbiased)
-    if x_pad.shape[1]:
-      l_x = l_x + jnp.mean(jnp.square(x_pad))
+
+    def latent():
+      return latent_loss(y_pred, z_pred, y, z_prior, widths,
+                         unbiased=unbiased)
+
+    def backward():
+      v_back = noisy_pad(inn.join_yz(y_noisy, z_prior), y_dim + z_dim,
+                         k_back)
+      x_back, x_pad = inn.split_input(inn.apply(params, v_back,
+                                                method='inverse')[0])
+      l_x = backward_loss(x_back, x, widths, unbiased=unbiased)
+      if x_pad.shape[1]:
+        l_x = l_x + jnp.mean(jnp.square(x_pad))
+      return l_x
+
+    # A term whose weight is exactly 0 (the first part of the schedule) is
+    # not computed at all: lax.cond runs one branch, which makes forward-only
+    # steps about twice as fast. Its aux value is then reported as 0.
     w = weights_fn(step)
+    zero = lambda: jnp.zeros((), x.dtype)
+    l_z = jax.lax.cond(w.z > 0, latent, zero)
+    l_x = jax.lax.cond(w.x > 0, backward, zero)
     loss = w.x * l_x + w.y * l_y + w.z * l_z
     return loss, dict(l_x=l_x, l_y=l_y, l_z=l_z, lam_x=w.x, lam_y=w.y,
                       lam_z=w.z)

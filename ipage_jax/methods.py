@@ -3,7 +3,8 @@
 Every method is a `Method` record of pure-ish functions:
 
   model = method.fit(key, x, y, config, checkpoint_dir=..., progress=...)
-  sols = method.solve(model, key, y_target, num_solutions, sampler)
+  sols = method.solve(model, key, y_target, num_solutions, sampler,
+                      solve_config=config.solve)
   method.save(path, model); model = method.load(path)
 
 so the command-line runner and the benchmark harness treat them alike.
@@ -28,9 +29,9 @@ class Method(NamedTuple):
 
 
 def _ipage_solve(model, key, y_target, num_solutions, sampler=None, *,
-                 localize=True):
+                 solve_config=None, localize=True):
   return pipeline.solve(model, key, y_target, num_solutions, sampler,
-                        localize=localize)
+                        localize=localize, solve_config=solve_config)
 
 
 _METHODS = {

@@ -70,7 +70,8 @@ def default_config() -> ml_collections.ConfigDict:
   c.solve = ml_collections.ConfigDict()
   c.solve.sampler = 'maximin_lhs'    # maximin_lhs | lhs | srs
   c.solve.localize_steps = 500
-  c.solve.localize_learning_rate = 1e-3
+  c.solve.localize_learning_rate = 1e-3        # initial Adam step size
+  c.solve.localize_final_learning_rate = 1e-3  # cosine decay to this
   c.solve.boundary_weight = 1.0      # NA boundary penalty (0: off)
   return c
 
@@ -278,7 +279,9 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
           sampler: Optional[str] = None, *, localize: bool = True,
           steps: Optional[int] = None,
           learning_rate: Optional[float] = None,
-          bounds: Optional[tuple[Any, Any]] = None) -> Solutions:
+          bounds: Optional[tuple[Any, Any]] = None,
+          solve_config: Optional[ml_collections.ConfigDict] = None
+          ) -> Solutions:
   """Phases 2 and 3: many designs x with f_y(x) = y* for each target.
 
   Args:
@@ -292,11 +295,13 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
     steps / learning_rate: localization settings (default: the config's).
     bounds: (lower (D,), upper (D,)) box of the boundary penalty, original
       units (default: the training data's box).
+    solve_config: settings replacing the model's `config.solve` (sampler,
+      localization steps, learning rates, boundary weight).
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
   """
-  s = model.config.solve
+  s = model.config.solve if solve_config is None else solve_config
   sampler = sampler or s.sampler
   if num_solutions < 1:
     raise ValueError(f'num_solutions must be >= 1, got {num_solutions}')
@@ -322,9 +327,10 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
       box = tuple(tuple(np.asarray(model.x_scaler.forward(
           jnp.asarray(b, jnp.float32)[None])[0]).tolist())
                   for b in (lower, upper))
-    localizer = _localizer(model.inn, steps or s.localize_steps,
-                           learning_rate or s.localize_learning_rate, box,
-                           s.boundary_weight)
+    lr = learning_rate or s.localize_learning_rate
+    final_lr = lr if learning_rate else s.localize_final_learning_rate
+    localizer = _localizer(model.inn, steps or s.localize_steps, lr, final_lr,
+                           box, s.boundary_weight)
     result = localizer(model.surrogate_params, flat_x, flat_t)
     flat_x = jax.block_until_ready(result.x)
   localization_s = time.perf_counter() - start
@@ -346,13 +352,22 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
 
 @functools.lru_cache(maxsize=16)
 def _localizer(inn: flows.INN, steps: int, learning_rate: float,
+               final_learning_rate: float,
                box: Optional[tuple[tuple[float, ...], tuple[float, ...]]],
                boundary_weight: float):
-  """A compiled localizer per setting, reused across `solve` calls."""
+  """A compiled localizer per setting, reused across `solve` calls.
+
+  The Adam step size decays from `learning_rate` to `final_learning_rate`
+  along a cosine: large steps first to reach the level set from far-away
+  posterior samples, small ones at the end so the iterates settle on it.
+  """
+  schedule = learning_rate
+  if final_learning_rate != learning_rate:
+    schedule = optax.cosine_decay_schedule(
+        learning_rate, max(steps, 1), final_learning_rate / learning_rate)
   return localization.make_localizer(
       functools.partial(_forward_y, inn), steps=steps,
-      learning_rate=learning_rate, bounds=box,
-      boundary_weight=boundary_weight)
+      learning_rate=schedule, bounds=box, boundary_weight=boundary_weight)
 
 
 def save_model(path: str, model: Model) -> None:

@@ -13,5 +13,9 @@ def get_config():
   c.train.epochs = 1000
   c.train.learning_rate = 3e-3
   c.train.final_learning_rate = 1e-5
-  c.solve.localize_learning_rate = 1e-3
+  # Localization: larger first steps reach the level set from the farthest
+  # posterior samples; the cosine decay lets the iterates settle on it.
+  c.solve.localize_steps = 1000
+  c.solve.localize_learning_rate = 1e-2
+  c.solve.localize_final_learning_rate = 1e-5
   return c
