@@ -103,6 +103,18 @@ def parse_targets(task: tasks.Task, target: Optional[str],
   return values.astype(np.float32)
 
 
+def apply_overrides(config: ml_collections.ConfigDict,
+                    overrides: ml_collections.ConfigDict) -> None:
+  """Sets every leaf of `overrides` at the same path in `config`."""
+  for name, value in overrides.items():
+    if name not in config:
+      raise UsageError(f'config override {name!r} names no config field')
+    if isinstance(value, ml_collections.ConfigDict):
+      apply_overrides(config[name], value)
+    else:
+      config[name] = value
+
+
 def resolve(task_name: str) -> Run:
   """Validates every flag and builds the run settings (writes nothing)."""
   if not FLAGS.workdir:
@@ -118,13 +130,7 @@ def resolve(task_name: str) -> Run:
     config = module.get_config()
   config = ml_collections.ConfigDict(config.to_dict())  # private copy
   if FLAGS.quick:
-    q = config.quick
-    config.train.epochs = q.epochs
-    config.data_size = q.data_size
-    config.train.batch_size = min(config.train.batch_size, q.batch_size)
-    config.model.hidden = q.hidden
-    config.solve.localize_steps = q.localize_steps
-    config.log_every = max(1, q.epochs // 4)
+    apply_overrides(config, config.quick)
   if FLAGS.epochs is not None:
     if FLAGS.epochs < 1:
       raise UsageError(f'--epochs must be >= 1, got {FLAGS.epochs}')
@@ -259,11 +265,19 @@ def execute(run: Run, report: Optional[Report] = None) -> dict:
   return result
 
 
-def make_main(task_name: str, report: Optional[Report] = None):
+def make_main(task_name: str, report: Optional[Report] = None,
+              check_targets: Optional[Callable[[np.ndarray], object]] = None):
   """The absl `main` of the script for `task_name`.
 
   Also defines `--config`, defaulting to `experiments/configs/<task>.py`, so
   fields can be overridden from the shell (`--config.train.epochs=5`).
+
+  Args:
+    task_name: registry name of the task.
+    report: optional hook `report(run=, model=, sols=, key=) -> dict` of
+      extra metrics (figures go to `run.workdir`).
+    check_targets: optional task-specific check of the (M,) or (T, M)
+      targets; raises ValueError (exit code 2, nothing written) or warns.
   """
   config_flags.DEFINE_config_file(
       'config', os.path.join(os.path.dirname(__file__), 'configs',
@@ -275,6 +289,8 @@ def make_main(task_name: str, report: Optional[Report] = None):
       raise SystemExit(f'error: unexpected arguments {argv[1:]}')
     try:
       run = resolve(task_name)
+      if check_targets is not None:
+        check_targets(run.targets)
       logging.info('JAX devices: %s', jax.devices())
       execute(run, report)
     except ValueError as e:  # UsageError and library input errors

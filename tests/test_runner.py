@@ -64,7 +64,8 @@ def test_overrides_and_quick(parse):
   parse('--quick', '--epochs=3', '--seed=7', '--target=0.5')
   run = runner.resolve('sinewave')
   assert run.config.train.epochs == 3
-  assert run.config.model.hidden == run.config.quick.hidden
+  assert run.config.model.hidden == run.config.quick.model.hidden
+  assert run.config.data_size == run.config.quick.data_size
   assert run.seed == 7 and run.config.seed == 7
   np.testing.assert_array_equal(run.targets, [0.5])
 
@@ -87,7 +88,9 @@ def test_script_exit_code_2_and_nothing_written(tmp_path):
 def test_script_end_to_end_quick(tmp_path):
   workdir = tmp_path / 'out'
   proc = _run_script([f'--workdir={workdir}', '--quick', '--epochs=2',
-                      '--num_solutions=16', '--config.log_every=1'], tmp_path)
+                      '--num_solutions=16', '--config.log_every=1',
+                      '--config.data_size=1000',
+                      '--config.solve.localize_steps=10'], tmp_path)
   assert proc.returncode == 0, proc.stderr[-2000:]
   sols = np.load(workdir / 'solutions.npz')
   assert sols['x'].shape == (16, 2)
