@@ -266,7 +266,8 @@ def execute(run: Run, report: Optional[Report] = None) -> dict:
 
 
 def make_main(task_name: str, report: Optional[Report] = None,
-              check_targets: Optional[Callable[[np.ndarray], object]] = None):
+              check_targets: Optional[Callable[[np.ndarray], object]] = None,
+              prepare: Optional[Callable[[Run], Run]] = None):
   """The absl `main` of the script for `task_name`.
 
   Also defines `--config`, defaulting to `experiments/configs/<task>.py`, so
@@ -278,6 +279,8 @@ def make_main(task_name: str, report: Optional[Report] = None,
       extra metrics (figures go to `run.workdir`).
     check_targets: optional task-specific check of the (M,) or (T, M)
       targets; raises ValueError (exit code 2, nothing written) or warns.
+    prepare: optional `prepare(run) -> run` applied to the resolved run
+      before it executes (e.g. to give the task a data cache).
   """
   config_flags.DEFINE_config_file(
       'config', os.path.join(os.path.dirname(__file__), 'configs',
@@ -291,6 +294,8 @@ def make_main(task_name: str, report: Optional[Report] = None,
       run = resolve(task_name)
       if check_targets is not None:
         check_targets(run.targets)
+      if prepare is not None:
+        run = prepare(run)
       logging.info('JAX devices: %s', jax.devices())
       execute(run, report)
     except ValueError as e:  # UsageError and library input errors

@@ -86,3 +86,199 @@ def training_curves(history: Mapping[str, np.ndarray],
   if title:
     ax.set_title(title, fontsize=9)
   return fig
+
+
+def _panel_axes(count: int, size: tuple[float, float]):
+  """A figure with `count` side-by-side axes (a 1-D array)."""
+  fig = Figure(figsize=(size[0] * count, size[1]), constrained_layout=True)
+  return fig, fig.subplots(1, count, squeeze=False)[0]
+
+
+def arm_configurations(panels: Mapping[str, np.ndarray], target,
+                       *, max_arms: int = 200,
+                       title: Optional[str] = None) -> Figure:
+  """Planar arms drawn as polylines, one panel per set of solutions.
+
+  Args:
+    panels: panel title -> (n, P, 2) points of each arm (base first, end
+      point last; e.g. `robot_arm.joint_positions(x)`). Rows with a
+      non-finite point are not drawn.
+    target: (2,) the end point the arms should reach (marked).
+    max_arms: draw at most this many arms per panel (the first ones).
+    title: figure title.
+  """
+  if not panels:
+    raise ValueError('panels is empty')
+  target = np.asarray(target, float).reshape(-1)
+  if target.shape != (2,):
+    raise ValueError(f'target must have shape (2,), got {target.shape}')
+  fig, axes = _panel_axes(len(panels), (3.4, 3.4))
+  for ax, (name, points) in zip(axes, panels.items()):
+    points = np.asarray(points, float)
+    if points.ndim != 3 or points.shape[-1] != 2:
+      raise ValueError(f'panel {name!r}: points must have shape (n, P, 2), '
+                       f'got {points.shape}')
+    points = points[np.isfinite(points).all((1, 2))][:max_arms]
+    alpha = float(np.clip(15.0 / max(len(points), 1), 0.08, 0.8))
+    ax.axvline(0.0, color='0.75', lw=2, zorder=0)  # the base's rail
+    for arm in points:
+      ax.plot(arm[:, 0], arm[:, 1], '-', color='tab:blue', lw=1,
+              alpha=alpha)
+    if len(points):
+      ax.scatter(points[:, 1:-1, 0].ravel(), points[:, 1:-1, 1].ravel(), s=3,
+                 c='0.3', alpha=alpha, linewidths=0)
+      ax.scatter(points[:, 0, 0], points[:, 0, 1], s=10, c='k', marker='s',
+                 linewidths=0, label='base')
+      ax.scatter(points[:, -1, 0], points[:, -1, 1], s=6, c='tab:orange',
+                 linewidths=0, label='end point')
+    ax.plot(*target, marker='*', ms=12, color='tab:red', ls='none',
+            label='target')
+    ax.set_aspect('equal')
+    ax.set_title(f'{name} ({len(points)} arms)', fontsize=9)
+    ax.set_xlabel('reach')
+  axes[0].set_ylabel('height')
+  axes[0].legend(loc='lower left', fontsize=6, markerscale=1.5)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def trajectories(panels: Mapping[str, np.ndarray], target: float,
+                 *, max_curves: int = 200,
+                 title: Optional[str] = None) -> Figure:
+  """Flight paths, one panel per set of solutions, over the ground line.
+
+  Args:
+    panels: panel title -> (n, S, 2) points (horizontal, height) of each
+      trajectory along time. Rows with a non-finite point are not drawn.
+    target: horizontal landing position to reach (marked on the ground).
+    max_curves: draw at most this many curves per panel (the first ones).
+    title: figure title.
+  """
+  if not panels:
+    raise ValueError('panels is empty')
+  fig, axes = _panel_axes(len(panels), (4.0, 3.0))
+  for ax, (name, curves) in zip(axes, panels.items()):
+    curves = np.asarray(curves, float)
+    if curves.ndim != 3 or curves.shape[-1] != 2:
+      raise ValueError(f'panel {name!r}: curves must have shape (n, S, 2), '
+                       f'got {curves.shape}')
+    finite = np.isfinite(curves).all((1, 2))
+    shown = curves[finite][:max_curves]
+    alpha = float(np.clip(15.0 / max(len(shown), 1), 0.08, 0.8))
+    ax.axhline(0.0, color='0.5', lw=1)
+    for c in shown:
+      ax.plot(c[:, 0], c[:, 1], color='tab:blue', lw=0.8, alpha=alpha)
+    if len(shown):
+      ax.scatter(shown[:, 0, 0], shown[:, 0, 1], s=6, c='k', linewidths=0,
+                 label='start')
+    ax.plot(float(target), 0.0, marker='v', ms=10, color='tab:red',
+            ls='none', label='target')
+    label = f'{name} ({len(shown)} throws'
+    if not finite.all():
+      label += f', {int(np.sum(~finite))} invalid'
+    ax.set_title(label + ')', fontsize=9)
+    ax.set_xlabel('horizontal position')
+  axes[0].set_ylabel('height')
+  axes[0].legend(loc='upper left', fontsize=6)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def cell_grid(rows: Sequence[tuple[str, np.ndarray, Sequence[str]]],
+              *, title: Optional[str] = None) -> Figure:
+  """Rows of density images (0 white, 1 black), each with a caption.
+
+  Args:
+    rows: (row label, cells (k, H, W) with values in [0, 1], k captions)
+      per row; rows may hold different numbers of cells.
+    title: figure title.
+  """
+  if not rows:
+    raise ValueError('rows is empty')
+  cols = max(len(cells) for _, cells, _ in rows)
+  if cols == 0:
+    raise ValueError('every row is empty')
+  fig = Figure(figsize=(1.5 * cols, 1.7 * len(rows)), constrained_layout=True)
+  axes = fig.subplots(len(rows), cols, squeeze=False)
+  for i, (label, cells, captions) in enumerate(rows):
+    cells = np.asarray(cells, float)
+    if cells.ndim != 3 or len(captions) != len(cells):
+      raise ValueError(f'row {label!r}: need cells (k, H, W) and k captions, '
+                       f'got {cells.shape} and {len(captions)}')
+    for j in range(cols):
+      ax = axes[i, j]
+      ax.set_xticks([])
+      ax.set_yticks([])
+      if j < len(cells):
+        ax.imshow(cells[j], cmap='gray_r', vmin=0.0, vmax=1.0,
+                  interpolation='nearest')
+        ax.set_title(captions[j], fontsize=7)
+      else:
+        ax.axis('off')
+    axes[i, 0].set_ylabel(label, fontsize=8)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def time_to_solution(times: Mapping[str, Mapping[str, Sequence[float]]],
+                     *, title: Optional[str] = None) -> Figure:
+  """Stacked bars of inference and localization time (the paper's Fig. 7).
+
+  Args:
+    times: task -> method -> (inference_s, localization_s), e.g. means over
+      seeds; one panel per task, one bar per method.
+    title: figure title.
+  """
+  if not times:
+    raise ValueError('times is empty')
+  fig, axes = _panel_axes(len(times), (3.2, 3.0))
+  for ax, (task, per_method) in zip(axes, times.items()):
+    names = list(per_method)
+    pairs = np.asarray([per_method[m] for m in names], float).reshape(-1, 2)
+    pos = np.arange(len(names))
+    ax.bar(pos, pairs[:, 0], color='tab:orange', label='inference')
+    ax.bar(pos, pairs[:, 1], bottom=pairs[:, 0], color='tab:blue',
+           label='localization')
+    ax.set_xticks(pos)
+    ax.set_xticklabels(names, rotation=30, fontsize=8)
+    ax.set_title(task, fontsize=9)
+  axes[0].set_ylabel('time to solution [s]')
+  axes[0].legend(fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def marginals(samples: Mapping[str, np.ndarray], names: Sequence[str], *,
+              bins: int = 30, title: Optional[str] = None) -> Figure:
+  """Per-parameter histograms of several (n_k, D) sample sets, overlaid.
+
+  Args:
+    samples: label -> (n_k, D) array (e.g. training data and solutions).
+    names: D parameter names (panel titles).
+    bins: histogram bins per panel (shared edges across the sets).
+    title: figure title.
+  """
+  arrays = {k: np.asarray(v).reshape(-1, len(names)) for k, v in
+            samples.items()}
+  cols = min(len(names), 4)
+  rows = -(-len(names) // cols)
+  fig = Figure(figsize=(2.8 * cols, 2.3 * rows), constrained_layout=True)
+  axes = fig.subplots(rows, cols, squeeze=False)
+  for d, name in enumerate(names):
+    ax = axes[d // cols, d % cols]
+    values = np.concatenate([a[:, d] for a in arrays.values()])
+    edges = np.histogram_bin_edges(values, bins=bins)
+    for label, a in arrays.items():
+      ax.hist(a[:, d], bins=edges, density=True, alpha=0.5, label=label)
+    ax.set_title(name, fontsize=9)
+    ax.tick_params(labelsize=7)
+  for d in range(len(names), rows * cols):
+    axes[d // cols, d % cols].set_visible(False)
+  axes[0, 0].legend(fontsize=6)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig

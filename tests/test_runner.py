@@ -7,7 +7,6 @@ import sys
 
 import numpy as np
 import pytest
-from absl import flags
 
 from experiments import runner
 
@@ -104,3 +103,15 @@ def test_script_end_to_end_quick(tmp_path):
   for name in ('config.json', 'model.msgpack', 'sinewave_samplers.png'):
     assert (workdir / name).exists(), name
   assert not [p for p in os.listdir(workdir) if p.startswith('.tmp')]
+
+
+def test_mos2_refuses_negative_band_gap(tmp_path):
+  workdir = tmp_path / 'out'
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.mos2', f'--workdir={workdir}',
+       '--target=-0.5'], cwd=tmp_path, env=env, capture_output=True,
+      text=True, timeout=600)
+  assert proc.returncode == 2
+  assert 'below 0' in proc.stdout
+  assert not workdir.exists()

@@ -23,6 +23,6 @@ def get_config():
   # shared by the runs there; the FEM runs only when the file is missing.
   c.data_cache = ''
   c.quick.data_size = 256          # cells simulated for a smoke test
-  c.quick.batch_size = 64          # 230 training rows after the val split
-  c.quick.epochs = 2
+  c.quick.train.batch_size = 64    # 230 training rows after the val split
+  c.quick.train.epochs = 2
   return c

@@ -1,0 +1,477 @@
+r"""Benchmark harness: the paper's Tables 2 and 3 and its Fig. 7.
+
+  python -m experiments.benchmark --workdir runs/bench \
+      --tasks sinewave,robot_arm,ballistics --methods ipage,inn --seeds 5
+  python -m experiments.benchmark --workdir runs/bench_quick --quick
+
+For each task, seed and method: the task's data set (key from the seed; the
+same rows for every method), `--num_targets` rows held out and never
+trained on, the method's `fit` on the rest, then
+  protocol A (Table 2): one solution for each held-out y, solved in one
+    batched call, re-simulation error against those y;
+  protocol B (Table 3): `--num_solutions` solutions for the task's default
+    target; re-simulation error, diversity (mean pairwise distance) and
+    time to solution (inference and localization seconds of a second, warm
+    call: the first one compiles; its times are kept as `*_cold`).
+Re-simulation uses the task's simulator; tasks without one are skipped, and
+an oracle's figures are labelled "vs oracle".
+
+Models are cached in `workdir/models/<task>/<method>/seed<s>.msgpack` with a
+fingerprint (`seed<s>.json`: config, data shape, split); a rerun with the
+same settings only evaluates. Methods sharing one `fit` (ipage and inn) train
+once per task and seed. Interrupted training resumes from
+`seed<s>.ckpt-<fingerprint>/`.
+
+Writes (atomically, after every run) `workdir/results.json` (every number of
+every seed), `workdir/results.md` (tables: rows = methods, columns = tasks,
+cells mean +- sample standard deviation over seeds) and
+`workdir/time_to_solution.png`. `--seeds` is a count (`5`: seeds 0-4) or a
+list (`0,3,7`). `--quick` uses the tasks' tiny settings and, unless given,
+100 targets and 100 solutions. `--workdir`, `--num_solutions`, `--epochs`,
+`--sampler` and `--quick` are the per-task scripts' flags; their `--method`,
+`--target`, `--target_file`, `--seed` and `--reuse_checkpoint` do not apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from typing import Optional, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments import architected as architected_script
+from experiments import runner
+from ipage_jax import data as data_lib
+from ipage_jax import methods
+from ipage_jax import metrics
+from ipage_jax import plotting
+from ipage_jax import tasks
+
+flags.DEFINE_list('tasks', ['sinewave', 'robot_arm', 'ballistics'],
+                  f'Tasks, from {tasks.NAMES}.')
+flags.DEFINE_list('methods', ['ipage', 'inn'],
+                  'Methods (any registered name, see ipage_jax.methods).')
+flags.DEFINE_list('seeds', ['5'], 'A count n (seeds 0..n-1) or a list.')
+flags.DEFINE_integer('num_targets', 1000,
+                     'Protocol A: held-out targets, one solution each.')
+
+FLAGS = flags.FLAGS
+QUICK_SIZE = 100          # protocol sizes under --quick (unless given)
+_NOT_USED = ('method', 'target', 'target_file', 'seed', 'reuse_checkpoint')
+# (results key, table title) of the tables in results.md.
+TABLES = (
+    ('protocol_a/resimulation_error',
+     'Table 2: re-simulation error, protocol A (one solution per held-out '
+     'target)'),
+    ('protocol_b/resimulation_error',
+     'Table 3: re-simulation error, protocol B (default target)'),
+    ('protocol_b/total_s', 'Time to solution [s], protocol B (inference + '
+     'localization, warm)'),
+    ('protocol_b/diversity', 'Diversity, protocol B (mean pairwise distance)'),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """What every (task, method, seed) run shares."""
+  workdir: str
+  num_targets: int
+  num_solutions: int
+
+
+def parse_seeds(values: Sequence[str]) -> list[int]:
+  """`['5']` -> [0, ..., 4]; `['0', '3']` -> [0, 3]."""
+  try:
+    seeds = [int(v) for v in values]
+  except ValueError:
+    raise runner.UsageError(f'--seeds must be integers, got {values}')
+  if len(seeds) == 1:
+    if seeds[0] < 1:
+      raise runner.UsageError(f'--seeds count must be >= 1, got {seeds[0]}')
+    return list(range(seeds[0]))
+  if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+    raise runner.UsageError(f'--seeds must be distinct and >= 0: {seeds}')
+  return seeds
+
+
+def holdout_split(key: jax.Array, n: int, num_targets: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+  """Random (train (n - T,), held-out (T,)) row indices."""
+  if not 0 < num_targets < n:
+    raise ValueError(f'cannot hold out {num_targets} of {n} rows')
+  perm = np.asarray(jax.random.permutation(key, n))
+  return np.sort(perm[num_targets:]), np.sort(perm[:num_targets])
+
+
+def model_path(workdir: str, task: str, method: str, seed: int) -> str:
+  """The cached model's file (its fingerprint: the same name, `.json`)."""
+  return os.path.join(workdir, 'models', task, method, f'seed{seed}.msgpack')
+
+
+def _as_json(value):
+  """`value` as it reads back from JSON (tuples become lists)."""
+  return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _read_json(path: str) -> Optional[dict]:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def _progress_logger(name: str, epochs: int, log_every: int):
+  start = time.perf_counter()
+
+  def progress(epoch, m):
+    if epoch == 0 or (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
+      logging.info('%s: epoch %d/%d  %s  (%.0f s)', name, epoch + 1, epochs,
+                   '  '.join(f'{k}={v:.3g}' for k, v in sorted(m.items())),
+                   time.perf_counter() - start)
+
+  return progress
+
+
+def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
+               y: np.ndarray, config: ml_collections.ConfigDict,
+               path: str, fingerprint: dict, *,
+               donors: Sequence[str] = (), name: str = ''):
+  """Loads the model at `path` if its fingerprint matches, else fits it.
+
+  Args:
+    method: the method (`fit`, `save`, `load`).
+    key: PRNG key of `fit`.
+    x, y: (n, D), (n, M) training rows.
+    config: the method's settings.
+    path: model file; its fingerprint is stored next to it (`.json`).
+    fingerprint: JSON-able description of what the model depends on.
+    donors: model files of methods with the same `fit` and `save`; one with
+      a matching fingerprint is copied instead of training again.
+    name: label of the progress lines.
+
+  Returns:
+    (model, record) with record = {'fit_s', 'source': 'trained' | 'cache' |
+    donor path}.
+  """
+  fingerprint = _as_json(fingerprint)
+  info_path = path[:-len('.msgpack')] + '.json'
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  for source in (path, *donors):
+    info = _read_json(source[:-len('.msgpack')] + '.json')
+    if (os.path.exists(source) and info is not None
+        and info.get('fingerprint') == fingerprint):
+      model = method.load(source)
+      if source != path:
+        method.save(path, model)
+        runner.write_json(info_path, dict(info, source=source))
+      logging.info('%s: reusing the model in %s', name, source)
+      return model, {'fit_s': info.get('fit_s'),
+                     'source': 'cache' if source == path else source}
+  digest = hashlib.sha1(json.dumps(fingerprint).encode()).hexdigest()[:10]
+  ckpt_dir = path[:-len('.msgpack')] + f'.ckpt-{digest}'
+  start = time.perf_counter()
+  model = method.fit(key, x, y, config, checkpoint_dir=ckpt_dir,
+                     progress=_progress_logger(name, config.train.epochs,
+                                               config.log_every))
+  fit_s = time.perf_counter() - start
+  if getattr(model, 'diverged', False):
+    logging.warning('%s: training diverged; last finite parameters kept',
+                    name)
+  method.save(path, model)
+  runner.write_json(info_path, {'fingerprint': fingerprint, 'fit_s': fit_s,
+                                'source': 'trained'})
+  shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model file replaces it
+  return model, {'fit_s': fit_s, 'source': 'trained'}
+
+
+def _resim(task: tasks.Task, err: metrics.ResimulationError) -> dict:
+  per = np.asarray(err.per_sample)
+  finite = per[np.isfinite(per)]
+  return {'resimulation_error': float(err.mean),
+          'resimulation_error_median': float(np.median(finite))
+                                       if finite.size else float('nan'),
+          'num_invalid': int(err.num_invalid),
+          'simulator': task.simulator_kind}
+
+
+def evaluate(task: tasks.Task, method: methods.Method, model,
+             key: jax.Array, y_heldout: np.ndarray, num_solutions: int,
+             sampler: str) -> dict:
+  """Protocols A and B of one fitted model.
+
+  Args:
+    task: the task (with a simulator).
+    method: the method that fitted `model`.
+    model: the fitted model.
+    key: PRNG key (split into the two protocols' keys).
+    y_heldout: (T, M) protocol-A targets.
+    num_solutions: N, protocol-B solutions for `task.default_target`.
+    sampler: latent sampler name.
+
+  Returns:
+    {'protocol_a': {...}, 'protocol_b': {...}} of floats and ints.
+  """
+  key_a, key_b = jax.random.split(key)
+  num_targets = y_heldout.shape[0]
+  sols = method.solve(model, key_a, y_heldout, 1, sampler)
+  x_a = np.asarray(sols.x).reshape(num_targets, task.x_dim)
+  a = _resim(task, metrics.protocol_a_error(task.simulate, x_a, y_heldout))
+  a.update(num_targets=num_targets, inference_s=sols.inference_s,
+           localization_s=sols.localization_s,
+           surrogate_error=float(np.mean(sols.surrogate_error)))
+
+  target = np.asarray(task.default_target, np.float32)
+  cold = method.solve(model, key_b, target, num_solutions, sampler)
+  sols = method.solve(model, key_b, target, num_solutions, sampler)
+  x_b = np.asarray(sols.x).reshape(num_solutions, task.x_dim)
+  b = _resim(task, metrics.protocol_b_error(task.simulate, x_b, target))
+  tts = metrics.TimeToSolution(sols.inference_s, sols.localization_s)
+  b.update(num_solutions=num_solutions, target=target.tolist(),
+           inference_s=tts.inference_s, localization_s=tts.localization_s,
+           total_s=tts.total_s, inference_s_cold=cold.inference_s,
+           localization_s_cold=cold.localization_s,
+           surrogate_error=float(np.mean(sols.surrogate_error)),
+           diversity=float(metrics.diversity(jnp.asarray(x_b[:2000])))
+           if num_solutions > 1 else float('nan'))
+  return {'protocol_a': a, 'protocol_b': b}
+
+
+def task_data(task: tasks.Task, config: ml_collections.ConfigDict,
+              key: jax.Array, workdir: str) -> tuple[np.ndarray, np.ndarray]:
+  """The task's data set for one seed (architected: the FEM cache)."""
+  if task.name == architected_script.NAME:
+    path = architected_script.data_cache_path(
+        config, os.path.join(workdir, 'data'))
+    task = architected_script.with_data_cache(task, path)
+  x, y = task.make_dataset(key, config.data_size or None)
+  return data_lib.check_pairs(x, y)
+
+
+def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
+                  seeds: Sequence[int], settings: Settings) -> dict:
+  """Runs every (task, seed, method); writes the results after each run.
+
+  Args:
+    jobs: task name -> (Task, config, sampler).
+    method_list: the methods to compare.
+    seeds: root seeds.
+    settings: workdir and protocol sizes.
+
+  Returns:
+    The results (as in results.json): 'settings', 'runs', 'skipped'.
+  """
+  info = dict(dataclasses.asdict(settings), tasks=list(jobs),
+              seeds=list(seeds), methods=[m.name for m in method_list])
+  results = {'settings': info, 'runs': [], 'skipped': []}
+  runnable = {}
+  for name, job in jobs.items():
+    if job[0].simulate is None:
+      results['skipped'].append({'task': name, 'reason': 'no simulator'})
+      logging.warning('Skipping %s: it has no simulator', name)
+    else:
+      runnable[name] = job
+  total = len(runnable) * len(seeds) * len(method_list)
+  count = 0
+  for name, (task, config, sampler) in runnable.items():
+    for seed in seeds:
+      key_data, key_split, key_fit, key_eval = jax.random.split(
+          jax.random.PRNGKey(seed), 4)
+      x, y = task_data(task, config, key_data, settings.workdir)
+      train, held = holdout_split(key_split, x.shape[0],
+                                  settings.num_targets)
+      fingerprint = {'config': config.to_dict(), 'data': list(x.shape),
+                     'data_seed': seed, 'heldout': len(held)}
+      config_s = ml_collections.ConfigDict(config.to_dict())
+      config_s.seed = seed
+      for method in method_list:
+        count += 1
+        label = f'[{count}/{total}] {name}/{method.name}/seed{seed}'
+        logging.info('%s: %d training rows, %d held-out targets', label,
+                     len(train), len(held))
+        path = model_path(settings.workdir, name, method.name, seed)
+        donors = [model_path(settings.workdir, name, m.name, seed)
+                  for m in method_list if m.name != method.name
+                  and m.fit is method.fit and m.save is method.save]
+        model, fit = fit_cached(method, key_fit, x[train], y[train],
+                                config_s, path, fingerprint, donors=donors,
+                                name=label)
+        run = {'task': name, 'method': method.name, 'seed': seed,
+               'sampler': sampler, 'train_rows': len(train), **fit}
+        run.update(evaluate(task, method, model, key_eval, y[held],
+                            settings.num_solutions, sampler))
+        logging.info('%s: Q_A = %.3g, Q_B = %.3g, time %.3g s', label,
+                     run['protocol_a']['resimulation_error'],
+                     run['protocol_b']['resimulation_error'],
+                     run['protocol_b']['total_s'])
+        results['runs'].append(run)
+        write_outputs(settings.workdir, results,
+                      {n: j[0] for n, j in runnable.items()})
+  if not results['runs']:
+    write_outputs(settings.workdir, results, {})
+  return results
+
+
+def _value(run: dict, key: str):
+  value = run
+  for part in key.split('/'):
+    value = value[part]
+  return value
+
+
+def format_cell(values: Sequence[float]) -> str:
+  """'mean ± std' (sample std, scientific); one value: just it; none: '–'."""
+  values = np.asarray(values, float)
+  if values.size == 0:
+    return '–'
+  if values.size == 1:
+    return f'{values[0]:.2e}'
+  return f'{np.mean(values):.2e} ± {np.std(values, ddof=1):.1e}'
+
+
+def column_label(task: tasks.Task) -> str:
+  """A table column / figure panel name; oracle-based ones say so."""
+  if task.simulator_kind == 'oracle':
+    return f'{task.name} (vs oracle)'
+  return task.name
+
+
+def format_table(runs: Sequence[dict], key: str,
+                 task_list: Sequence[tasks.Task],
+                 method_names: Sequence[str]) -> str:
+  """A markdown table: rows = methods, columns = tasks, cells over seeds.
+
+  Args:
+    runs: per-run records (results.json 'runs').
+    key: '/'-separated path of the number in a run, e.g.
+      'protocol_a/resimulation_error'.
+    task_list: the columns.
+    method_names: the rows.
+  """
+  lines = ['| method | ' + ' | '.join(column_label(t) for t in task_list)
+           + ' |', '|---' * (len(task_list) + 1) + '|']
+  for m in method_names:
+    cells = [format_cell([_value(r, key) for r in runs
+                          if r['method'] == m and r['task'] == t.name])
+             for t in task_list]
+    lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines)
+
+
+def format_report(results: dict, task_list: Sequence[tasks.Task]) -> str:
+  """results.md: settings, the tables and the time-to-solution figure."""
+  s = results['settings']
+  runs = results['runs']
+  method_names = s['methods']
+  out = ['# Benchmark results', '',
+         f"Seeds {s['seeds']}; protocol A: {s['num_targets']} held-out "
+         f"targets, one solution each; protocol B: the default target, "
+         f"{s['num_solutions']} solutions. Cells: mean ± sample standard "
+         'deviation over the seeds (one seed: the value).', '']
+  for key, title in TABLES:
+    out += [f'## {title}', '', format_table(runs, key, task_list,
+                                            method_names), '']
+  if any(t.name == architected_script.NAME for t in task_list):
+    out += ['Note: architected uses one cached FEM data set for every seed '
+            '(the seed changes the held-out split, training and sampling).',
+            '']
+  for skip in results['skipped']:
+    out.append(f"Skipped {skip['task']}: {skip['reason']}.")
+  out += ['', '![time to solution](time_to_solution.png)', '']
+  return '\n'.join(out)
+
+
+def time_figure(results: dict, task_list: Sequence[tasks.Task]):
+  """The Fig. 7 bar chart of mean protocol-B times per task and method."""
+  times = {}
+  for t in task_list:
+    per = {}
+    for m in results['settings']['methods']:
+      rs = [r['protocol_b'] for r in results['runs']
+            if r['task'] == t.name and r['method'] == m]
+      if rs:
+        per[m] = (np.mean([r['inference_s'] for r in rs]),
+                  np.mean([r['localization_s'] for r in rs]))
+    times[column_label(t)] = per
+  n = results['settings']['num_solutions']
+  return plotting.time_to_solution(
+      times, title=f'Time to {n} solutions (protocol B, mean over seeds)')
+
+
+def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
+  """results.json, results.md and time_to_solution.png (atomically)."""
+  os.makedirs(workdir, exist_ok=True)
+  runner.write_json(os.path.join(workdir, 'results.json'), results)
+  task_list = list(task_map.values())
+  runner.write_atomic(os.path.join(workdir, 'results.md'),
+                      format_report(results, task_list).encode())
+  if task_list:
+    path = os.path.join(workdir, 'time_to_solution.png')
+    tmp = os.path.join(workdir, '.tmp-time_to_solution.png')
+    time_figure(results, task_list).savefig(tmp, dpi=110)
+    os.replace(tmp, path)
+
+
+def resolve_jobs() -> tuple[dict, list, list, Settings]:
+  """Validates the flags: (jobs, methods, seeds, settings); writes nothing."""
+  for name in _NOT_USED:
+    if FLAGS[name].present:
+      raise runner.UsageError(f'--{name} does not apply to the benchmark')
+  if not FLAGS.workdir:
+    raise runner.UsageError('--workdir is required')
+  seeds = parse_seeds(FLAGS.seeds)
+  try:
+    method_list = [methods.get(m) for m in FLAGS.methods]
+  except ValueError as e:
+    raise runner.UsageError(str(e))
+  if not method_list or len(set(FLAGS.methods)) != len(FLAGS.methods):
+    raise runner.UsageError(f'--methods must be distinct names, got '
+                            f'{FLAGS.methods}')
+  if not FLAGS.tasks or len(set(FLAGS.tasks)) != len(FLAGS.tasks):
+    raise runner.UsageError(f'--tasks must be distinct names, got '
+                            f'{FLAGS.tasks}')
+  num_targets, num_solutions = FLAGS.num_targets, FLAGS.num_solutions
+  if FLAGS.quick:
+    if not FLAGS['num_targets'].present:
+      num_targets = QUICK_SIZE
+    if not FLAGS['num_solutions'].present:
+      num_solutions = QUICK_SIZE
+  if num_targets < 1:
+    raise runner.UsageError(f'--num_targets must be >= 1, got {num_targets}')
+  jobs = {}
+  for name in FLAGS.tasks:
+    try:
+      run = runner.resolve(name)  # the task's config, --quick / --epochs
+    except ImportError as e:
+      raise runner.UsageError(f'task {name!r} is not available: {e}')
+    jobs[name] = (run.task, run.config, run.sampler)
+  settings = Settings(FLAGS.workdir, num_targets, num_solutions)
+  return jobs, method_list, seeds, settings
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise SystemExit(f'error: unexpected arguments {argv[1:]}')
+  try:
+    jobs, method_list, seeds, settings = resolve_jobs()
+    logging.info('JAX devices: %s', jax.devices())
+    run_benchmark(jobs, method_list, seeds, settings)
+  except ValueError as e:  # UsageError and library input errors
+    logging.error('%s', e)
+    print(f'error: {e}', flush=True)
+    raise SystemExit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

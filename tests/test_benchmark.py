@@ -1,0 +1,206 @@
+"""Benchmark harness: tables, model cache, and a tiny end-to-end run."""
+
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments import benchmark
+from experiments import runner
+from ipage_jax import methods
+from ipage_jax import tasks
+
+
+def _run(task, method, seed, q_a, q_b):
+  return {'task': task, 'method': method, 'seed': seed,
+          'protocol_a': {'resimulation_error': q_a},
+          'protocol_b': {'resimulation_error': q_b}}
+
+
+def _cell(values):
+  """mean ± sample std, written out independently of the harness."""
+  n = len(values)
+  mean = sum(values) / n
+  std = (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+  return f'{mean:.2e} ± {std:.1e}'
+
+
+def test_format_table_mean_std_over_seeds():
+  runs = [_run('sinewave', 'ipage', 0, 1e-3, 2e-3),
+          _run('sinewave', 'ipage', 1, 3e-3, 4e-3),
+          _run('sinewave', 'ipage', 2, 8e-3, 1e-3),
+          _run('robot_arm', 'ipage', 0, 0.5, 0.25),
+          _run('sinewave', 'inn', 0, 0.2, 0.1),
+          _run('sinewave', 'inn', 1, 0.4, 0.3)]
+  task_list = [tasks.get('sinewave'), tasks.get('robot_arm')]
+  table = benchmark.format_table(runs, 'protocol_a/resimulation_error',
+                                 task_list, ['ipage', 'inn'])
+  lines = table.splitlines()
+  assert lines[0] == '| method | sinewave | robot_arm |'
+  assert lines[1] == '|---|---|---|'
+  assert lines[2] == (f'| ipage | {_cell([1e-3, 3e-3, 8e-3])} | '
+                      '5.00e-01 |')
+  assert lines[3] == f'| inn | {_cell([0.2, 0.4])} | – |'
+  assert _cell([0.2, 0.4]) == '3.00e-01 ± 1.4e-01'
+  b = benchmark.format_table(runs, 'protocol_b/resimulation_error',
+                             task_list[:1], ['inn'])
+  assert b.splitlines()[2] == f'| inn | {_cell([0.1, 0.3])} |'
+
+
+def test_oracle_columns_are_labelled():
+  task = tasks.get('sinewave')
+  oracle = type(task)(**{**task.__dict__, 'name': 'crystal',
+                         'simulator_kind': 'oracle'})
+  assert benchmark.column_label(oracle) == 'crystal (vs oracle)'
+  assert benchmark.column_label(task) == 'sinewave'
+
+
+def test_parse_seeds_and_holdout_split():
+  assert benchmark.parse_seeds(['3']) == [0, 1, 2]
+  assert benchmark.parse_seeds(['4', '9']) == [4, 9]
+  for bad in (['0'], ['a'], ['1', '1']):
+    with pytest.raises(runner.UsageError):
+      benchmark.parse_seeds(bad)
+  train, held = benchmark.holdout_split(jax.random.PRNGKey(0), 50, 10)
+  assert len(held) == 10 and len(train) == 40
+  assert not set(train) & set(held)
+  assert sorted(set(train) | set(held)) == list(range(50))
+  with pytest.raises(ValueError, match='hold out'):
+    benchmark.holdout_split(jax.random.PRNGKey(0), 10, 10)
+
+
+class _Fake:
+  """A method whose model is a small dict; counts its fits."""
+
+  def __init__(self):
+    self.fits = 0
+
+  def fit(self, key, x, y, config, checkpoint_dir=None, progress=None):
+    self.fits += 1
+    return {'mean': float(np.mean(x)), 'rows': int(x.shape[0])}
+
+  def save(self, path, model):
+    with open(path, 'w') as f:
+      json.dump(model, f)
+
+  def load(self, path):
+    with open(path) as f:
+      return json.load(f)
+
+  def method(self, name):
+    return methods.Method(name, self.fit, None, self.save, self.load, '')
+
+
+def test_fit_cached_reuses_shares_and_refits(tmp_path):
+  fake = _Fake()
+  a, b = fake.method('a'), fake.method('b')
+  config = ml_collections.ConfigDict(
+      {'train': {'epochs': 1}, 'log_every': 1, 'widths': (1, 2)})
+  x, y = np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)
+  key = jax.random.PRNGKey(0)
+  path_a = benchmark.model_path(str(tmp_path), 't', 'a', 0)
+  path_b = benchmark.model_path(str(tmp_path), 't', 'b', 0)
+  fp = {'config': config.to_dict(), 'data': [8, 2]}
+  model, info = benchmark.fit_cached(a, key, x, y, config, path_a, fp)
+  assert fake.fits == 1 and info['source'] == 'trained'
+  assert model == {'mean': 1.0, 'rows': 8}
+  # Same fingerprint (tuples and lists alike): read back, no fit.
+  again, info = benchmark.fit_cached(a, key, x, y, config, path_a, fp)
+  assert fake.fits == 1 and info['source'] == 'cache' and again == model
+  # Another method with the same fit takes the model over.
+  shared, info = benchmark.fit_cached(b, key, x, y, config, path_b, fp,
+                                      donors=[path_a])
+  assert fake.fits == 1 and info['source'] == path_a and shared == model
+  assert os.path.exists(path_b)
+  # A changed setting invalidates the cache.
+  benchmark.fit_cached(a, key, x[:4], y[:4], config, path_a,
+                       dict(fp, data=[4, 2]))
+  assert fake.fits == 2
+  assert benchmark.fit_cached(a, key, x, y, config, path_a, fp)[1][
+      'source'] == 'trained'
+  assert not [p for p in os.listdir(os.path.dirname(path_a))
+              if '.ckpt-' in p or p.startswith('.tmp')]
+
+
+@pytest.fixture(scope='module')
+def smoke(tmp_path_factory):
+  """Two runs of the harness's main on sinewave; counts the real fits."""
+  workdir = tmp_path_factory.mktemp('bench') / 'out'
+  counts = {'fit': 0}
+  real_get = methods.get
+  wrapped = {}
+
+  def counting_get(name):
+    m = real_get(name)
+    if m.fit not in wrapped:
+      def fit(*args, _fit=m.fit, **kwargs):
+        counts['fit'] += 1
+        return _fit(*args, **kwargs)
+      wrapped[m.fit] = fit
+    return m._replace(fit=wrapped[m.fit])
+
+  args = ['prog', f'--workdir={workdir}', '--tasks=sinewave',
+          '--methods=ipage,inn', '--seeds=1', '--quick', '--epochs=1',
+          '--num_targets=8', '--num_solutions=8']
+  fits, outputs = [], []
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(methods, 'get', counting_get)
+    try:
+      for _ in range(2):
+        runner.FLAGS.unparse_flags()
+        runner.FLAGS(args)
+        benchmark.main(['prog'])
+        fits.append(counts['fit'])
+        with open(workdir / 'results.json') as f:
+          outputs.append(json.load(f))
+    finally:
+      runner.FLAGS.unparse_flags()
+  return workdir, fits, outputs
+
+
+def test_harness_writes_finite_results(smoke):
+  workdir, _, outputs = smoke
+  for name in ('results.json', 'results.md', 'time_to_solution.png',
+               'models/sinewave/ipage/seed0.msgpack',
+               'models/sinewave/inn/seed0.msgpack'):
+    assert (workdir / name).exists(), name
+  results = outputs[-1]
+  assert [(r['method'], r['seed']) for r in results['runs']] == [
+      ('ipage', 0), ('inn', 0)]
+  for r in results['runs']:
+    assert r['protocol_a']['num_targets'] == 8
+    assert r['protocol_b']['num_solutions'] == 8
+    for protocol in ('protocol_a', 'protocol_b'):
+      for k in ('resimulation_error', 'inference_s', 'localization_s'):
+        assert np.isfinite(r[protocol][k]) and r[protocol][k] >= 0, k
+    assert np.isfinite(r['protocol_b']['diversity'])
+  md = (workdir / 'results.md').read_text()
+  assert '## Table 2' in md and '## Table 3' in md
+  assert '| ipage | ' in md and '| inn | ' in md
+
+
+def test_harness_trains_once_and_reuses_models(smoke):
+  _, fits, outputs = smoke
+  assert fits == [1, 1]  # ipage and inn share one fit; the rerun loads it
+  assert [r['source'] for r in outputs[1]['runs']] == ['cache', 'cache']
+  for first, second in zip(outputs[0]['runs'], outputs[1]['runs']):
+    assert (first['protocol_a']['resimulation_error']
+            == second['protocol_a']['resimulation_error'])
+
+
+def test_bad_flags_stop_before_writing(tmp_path):
+  workdir = tmp_path / 'out'
+  for bad in (['--methods=nope'], ['--seeds=0'], ['--target=1'],
+              ['--tasks=nope']):
+    runner.FLAGS.unparse_flags()
+    runner.FLAGS(['prog', f'--workdir={workdir}', *bad])
+    try:
+      with pytest.raises(SystemExit) as e:
+        benchmark.main(['prog'])
+    finally:
+      runner.FLAGS.unparse_flags()
+    assert e.value.code == 2, bad
+  assert not workdir.exists()

@@ -1,0 +1,152 @@
+"""Per-task scripts: configs, figure helpers and quick in-process runs."""
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from experiments import architected as architected_script
+from experiments import ballistics as ballistics_script
+from experiments import robot_arm as robot_arm_script
+from experiments import runner
+from experiments.configs import architected as architected_config
+from experiments.configs import ballistics as ballistics_config
+from experiments.configs import robot_arm as robot_arm_config
+from ipage_jax import plotting
+from ipage_jax.tasks import ballistics
+from ipage_jax.tasks import robot_arm
+
+
+@pytest.mark.parametrize('module,values', [
+    (robot_arm_config, (6, 256, 'leaky_relu', 512, 500, 1e-2, 1e-4, 5e-3)),
+    (ballistics_config, (6, 256, 'leaky_relu', 512, 500, 1e-2, 1e-4, 5e-3)),
+    (architected_config, (6, 512, 'relu', 1024, 100, 1e-3, 1e-5, 1e-4)),
+])
+def test_configs_follow_the_spec_table(module, values):
+  c = module.get_config()
+  assert (c.model.num_blocks, c.model.hidden, c.model.activation,
+          c.train.batch_size, c.train.epochs, c.train.learning_rate,
+          c.train.final_learning_rate,
+          c.solve.localize_learning_rate) == values
+  assert c.model.depth == 3
+
+
+def test_trajectory_starts_with_the_throw_and_lands_on_the_target():
+  x = np.asarray(ballistics.sample_prior(jax.random.PRNGKey(3), 32))
+  start = ballistics_script.trajectory(x, np.zeros((32, 1)))[:, 0]
+  np.testing.assert_allclose(start, x[:, :2], atol=1e-12)
+  # Initial velocity (x4 cos x3, x4 sin x3) by a forward difference.
+  h = 1e-6
+  step = ballistics_script.trajectory(x, np.full((32, 1), h))[:, 0]
+  velocity = x[:, 3, None] * np.stack([np.cos(x[:, 2]), np.sin(x[:, 2])], -1)
+  np.testing.assert_allclose((step - start) / h, velocity, rtol=1e-4,
+                             atol=1e-4)
+  # At the landing time: height 0, at the simulator's landing point.
+  t_land = ballistics_script.landing_time(x)
+  assert np.all(t_land > 0)
+  end = ballistics_script.trajectory(x, t_land[:, None])[:, 0]
+  np.testing.assert_allclose(end[:, 1], 0.0, atol=1e-3)
+  np.testing.assert_allclose(
+      end[:, 0], np.asarray(ballistics.landing(x)[0]), rtol=1e-5, atol=1e-5)
+  paths = ballistics_script.flight_paths(x, num_points=20)
+  assert paths.shape == (32, 20, 2)
+  assert np.all(paths[:, 1:-1, 1] > -1e-3)  # above ground until landing
+
+
+def test_figures_draw_what_they_are_given():
+  joints = np.array(robot_arm.joint_positions(
+      robot_arm.sample_prior(jax.random.PRNGKey(0), 5)))
+  joints[0, 2] = np.nan  # not drawn
+  fig = plotting.arm_configurations({'a': joints, 'b': joints[:2]},
+                                    [1.5, 0.0])
+  ax_a, ax_b = fig.axes
+  arms = [l for l in ax_a.lines if len(l.get_xdata()) == 4]
+  assert len(arms) == 4 and len(ax_b.lines) == 3  # 2 arms + the target
+  np.testing.assert_allclose(arms[0].get_xydata(), joints[1])
+  with pytest.raises(ValueError, match='target'):
+    plotting.arm_configurations({'a': joints}, [1.0])
+
+  x = np.array(ballistics.sample_prior(jax.random.PRNGKey(1), 6))
+  paths = ballistics_script.flight_paths(x, num_points=10)
+  paths[1, 3] = np.nan
+  fig = plotting.trajectories({'p': paths}, 5.0)
+  curves = [l for l in fig.axes[0].lines if len(l.get_xdata()) == 10]
+  assert len(curves) == 5
+  assert '1 invalid' in fig.axes[0].get_title()
+
+  cells = np.random.default_rng(0).random((3, 4, 4))
+  fig = plotting.cell_grid([('gen', cells, ['a', 'b', 'c']),
+                            ('data', cells[:1], ['d'])])
+  assert sum(len(ax.images) for ax in fig.axes) == 4
+  with pytest.raises(ValueError, match='captions'):
+    plotting.cell_grid([('gen', cells, ['a'])])
+
+  fig = plotting.time_to_solution({'t1': {'ipage': (0.1, 0.5),
+                                          'na': (0.0, 2.0)}})
+  heights = sorted(p.get_height() for p in fig.axes[0].patches)
+  np.testing.assert_allclose(heights, [0.0, 0.1, 0.5, 2.0])
+
+
+@pytest.fixture
+def parse(tmp_path):
+  """Parses the scripts' flags in-process; restores them afterwards."""
+
+  def _parse(*args):
+    runner.FLAGS.unparse_flags()
+    runner.FLAGS(['prog', f'--workdir={tmp_path / "run"}', *args])
+    return tmp_path / 'run'
+
+  yield _parse
+  runner.FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize('task,script,figure,dims', [
+    ('robot_arm', robot_arm_script, 'robot_arm_solutions.png', (4, 2)),
+    # Same path as the robot arm; its figure code is tested above.
+    pytest.param('ballistics', ballistics_script,
+                 'ballistics_trajectories.png', (4, 1),
+                 marks=pytest.mark.slow),
+])
+def test_script_quick_run(parse, task, script, figure, dims):
+  workdir = parse('--quick', '--epochs=1', '--num_solutions=8')
+  run = runner.resolve(task)
+  run.config.model.num_blocks = 1  # compile time: the test is about outputs
+  result = runner.execute(run, script.report)
+  assert result['figure'] == figure
+  for name in (figure, 'metrics.json', 'solutions.npz', 'model.msgpack',
+               'training_curves.png'):
+    assert (workdir / name).stat().st_size > 0, name
+  sols = np.load(workdir / 'solutions.npz')
+  assert sols['x'].shape == (8, dims[0])
+  assert sols['y_surrogate'].shape == (8, dims[1])
+  with open(workdir / 'metrics.json') as f:
+    metrics = json.load(f)
+  assert np.isfinite(metrics['resimulation_error'])
+  assert metrics['num_solutions'] == 8
+
+
+@pytest.mark.slow
+def test_architected_data_cache_and_quick_run(parse, tmp_path):
+  workdir = parse('--quick', '--epochs=1', '--num_solutions=4')
+  run = runner.resolve('architected')
+  run.config.model.num_blocks = 2
+  run.config.data_size = 80
+  path = architected_script.data_cache_path(run.config, str(tmp_path))
+  assert path == str(tmp_path / 'architected_80.npz')
+  run.config.data_cache = str(tmp_path / 'cells.npz')
+  assert architected_script.data_cache_path(run.config, 'x') == \
+      run.config.data_cache
+  run.config.data_cache = ''
+  task = architected_script.with_data_cache(run.task, path)
+  x, y = task.make_dataset(jax.random.PRNGKey(0), 80)
+  # Read back from the file, whatever the key.
+  x2, y2 = task.make_dataset(jax.random.PRNGKey(1), 80)
+  np.testing.assert_array_equal(x, x2)
+  np.testing.assert_array_equal(y, y2)
+  run = dataclasses.replace(run, task=task)
+  result = runner.execute(run, architected_script.report)
+  assert (workdir / 'architected_cells.png').stat().st_size > 0
+  assert len(result['figure_fem_y']) == 4
+  assert np.all(np.isfinite(result['figure_fem_y']))
