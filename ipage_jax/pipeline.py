@@ -73,6 +73,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.solve.localize_learning_rate = 1e-3        # initial Adam step size
   c.solve.localize_final_learning_rate = 1e-3  # cosine decay to this
   c.solve.boundary_weight = 1.0      # NA boundary penalty (0: off)
+  c.solve.oversample = 1.0           # draw this x N samples, keep the N best
   return c
 
 
@@ -310,15 +311,22 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
   targets = np.atleast_2d(targets)
   t_std = model.y_scaler.forward(jnp.asarray(targets))
 
+  # Oversampling: draw `oversample` times more posterior samples, localize
+  # them all, keep per target the N with the lowest surrogate error. This
+  # drops the rare samples that localization leaves stuck at a critical point
+  # of f_y (visible from the surrogate alone, no simulator needed).
+  oversample = float(s.get('oversample', 1.0))
+  if oversample < 1.0:
+    raise ValueError(f'solve.oversample must be >= 1, got {oversample}')
+  num_draw = int(np.ceil(num_solutions * oversample))
   start = time.perf_counter()
   x_post = jax.block_until_ready(
-      _sample_jit(model.inn, model.params, key, t_std, num_solutions,
-                  sampler))
+      _sample_jit(model.inn, model.params, key, t_std, num_draw, sampler))
   inference_s = time.perf_counter() - start
 
   num_targets, d = targets.shape[0], model.inn.x_dim
   flat_x = x_post.reshape(-1, d)
-  flat_t = jnp.repeat(t_std, num_solutions, axis=0)
+  flat_t = jnp.repeat(t_std, num_draw, axis=0)
   start = time.perf_counter()
   if localize:
     lower, upper = bounds if bounds is not None else model.x_range
@@ -327,19 +335,26 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
       box = tuple(tuple(np.asarray(model.x_scaler.forward(
           jnp.asarray(b, jnp.float32)[None])[0]).tolist())
                   for b in (lower, upper))
-    lr = learning_rate or s.localize_learning_rate
-    final_lr = lr if learning_rate else s.localize_final_learning_rate
-    localizer = _localizer(model.inn, steps or s.localize_steps, lr, final_lr,
-                           box, s.boundary_weight)
+    if learning_rate is None:
+      lr, final_lr = s.localize_learning_rate, s.localize_final_learning_rate
+    else:
+      lr = final_lr = learning_rate
+    localizer = _localizer(model.inn,
+                           s.localize_steps if steps is None else steps, lr,
+                           final_lr, box, s.boundary_weight)
     result = localizer(model.surrogate_params, flat_x, flat_t)
     flat_x = jax.block_until_ready(result.x)
   localization_s = time.perf_counter() - start
 
   y_sur = model.surrogate(model.x_scaler.inverse(flat_x))
   err = jnp.sum(jnp.square(y_sur - jnp.repeat(jnp.asarray(targets),
-                                              num_solutions, 0)), -1)
+                                              num_draw, 0)), -1)
+  # (T, num_draw) -> the num_solutions best per target (all when no extra).
+  keep = jnp.argsort(err.reshape(num_targets, num_draw), axis=1)
+  keep = jnp.sort(keep[:, :num_solutions], axis=1)
+  rows = (keep + num_draw * jnp.arange(num_targets)[:, None]).reshape(-1)
   lead = (num_solutions,) if single else (num_targets, num_solutions)
-  as_np = lambda a, tail: np.asarray(a).reshape(lead + tail)
+  as_np = lambda a, tail: np.asarray(a[rows]).reshape(lead + tail)
   return Solutions(
       x=as_np(model.x_scaler.inverse(flat_x), (d,)),
       x_posterior=as_np(model.x_scaler.inverse(x_post.reshape(-1, d)), (d,)),

@@ -103,3 +103,26 @@ def test_bad_width_raises():
   c.model.width = 1
   with pytest.raises(ValueError, match='width'):
     pipeline.build_inn(c, 2, 1)
+
+
+def test_oversample_keeps_the_best_by_surrogate_error(model):
+  """With no localization steps, oversampling must return exactly the N
+  posterior samples (of 2N drawn) with the lowest surrogate error."""
+  s = model.config.solve.copy_and_resolve_references()
+  s.oversample = 2.0
+  key, n = jax.random.PRNGKey(4), 8
+  sols = pipeline.solve(model, key, [3000.0], n, 'lhs', steps=0,
+                        learning_rate=1e-3, solve_config=s)
+  t_std = model.y_scaler.forward(jnp.array([[3000.0]]))
+  drawn = pipeline.sample_posterior(model.inn, model.params, key, t_std,
+                                    2 * n, 'lhs')[0]
+  drawn = np.asarray(model.x_scaler.inverse(drawn))
+  err = np.sum((np.asarray(model.surrogate(jnp.asarray(drawn))) - 3000.0)
+               ** 2, -1)
+  best = drawn[np.sort(np.argsort(err)[:n])]
+  np.testing.assert_allclose(sols.x, best, rtol=1e-5)
+  np.testing.assert_allclose(sols.x_posterior, best, rtol=1e-5)
+  assert sols.surrogate_error.max() <= np.sort(err)[n - 1] * (1 + 1e-4)
+  s.oversample = 0.5
+  with pytest.raises(ValueError, match='oversample'):
+    pipeline.solve(model, key, [3000.0], n, solve_config=s)
