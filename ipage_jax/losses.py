@@ -187,7 +187,9 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
       loss = max_likelihood_loss(y_pred, z_all, y, log_det, ml_sigma)
       return loss, dict(l_y=fit_loss(y_pred, y),
                         l_z=jnp.mean(jnp.square(z_all)))
-    y_noisy = y + y_noise * jax.random.normal(k_y, y.shape, y.dtype)
+    y_noisy = y
+    if y_noise:
+      y_noisy = y + y_noise * jax.random.normal(k_y, y.shape, y.dtype)
     l_y = fit_loss(jnp.concatenate([y_pred, rest], -1),
                    jnp.pad(y_noisy, ((0, 0), (0, rest.shape[1]))))
     z_prior = jax.random.normal(k_z, (x.shape[0], z_dim), x.dtype)

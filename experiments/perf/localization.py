@@ -20,7 +20,6 @@ mean surrogate loss of both. Run:
   python -m experiments.perf.localization --num_samples=1000 --steps=1000
 """
 
-import math
 import os
 import time
 
@@ -83,54 +82,6 @@ def _jax_runner(inn, params, x0, bounds):
   compile_s = time.perf_counter() - start
   run = lambda: jax.block_until_ready(localizer(params, x0, target))
   return run, compile_s
-
-
-def _torch_inn(torch, inn, params):
-  """A torch module computing the same forward map as `inn` (no log-det)."""
-  nn = torch.nn
-  width, clamp = inn.width, inn.clamp
-  d1 = width // 2
-  p = jax.tree_util.tree_map(np.asarray, params)['params']
-
-  def linear(dense):
-    layer = nn.Linear(*dense['kernel'].shape)
-    with torch.no_grad():
-      layer.weight.copy_(torch.from_numpy(dense['kernel'].T.copy()))
-      layer.bias.copy_(torch.from_numpy(dense['bias'].copy()))
-    return layer
-
-  def subnet(tree):
-    layers = []
-    for j in range(inn.depth):
-      layers.append(linear(tree[f'Dense_{j}']))
-      if j < inn.depth - 1:
-        layers.append(nn.LeakyReLU(0.01))
-    return nn.Sequential(*layers)
-
-  class Glow(nn.Module):
-
-    def __init__(self, tree, perm):
-      super().__init__()
-      self.net1 = subnet(tree['net1'])
-      self.net2 = subnet(tree['net2'])
-      self.register_buffer('perm', torch.from_numpy(perm))
-
-    def forward(self, v):
-      u1, u2 = v[:, :d1], v[:, d1:]
-      s2, t2 = self.net2(u2).chunk(2, dim=1)
-      v1 = u1 * torch.exp(clamp * 2 / math.pi * torch.atan(s2 / clamp)) + t2
-      s1, t1 = self.net1(v1).chunk(2, dim=1)
-      v2 = u2 * torch.exp(clamp * 2 / math.pi * torch.atan(s1 / clamp)) + t1
-      return torch.cat([v1, v2], dim=1)[:, self.perm]
-
-  blocks = [
-      Glow(p[f'coupling_{i}'],
-           flows.Permutation(width, inn.permute_seed + i).indices)
-      for i in range(inn.num_blocks)]
-  model = nn.Sequential(*blocks)
-  for q in model.parameters():
-    q.requires_grad_(False)  # only x is optimized, as in localization
-  return model
 
 
 def _torch_runner(torch, model, x0, bounds):
@@ -199,7 +150,10 @@ def main(argv):
       print('PyTorch is not installed: timing JAX only.')
   threads = [int(t) or os.cpu_count() for t in _TORCH_THREADS.value]
   if torch is not None:
-    model = _torch_inn(torch, inn, params)
+    # The same network in plain PyTorch, weights copied from `params`.
+    from experiments.perf import torch_reference  # pylint: disable=g-import-not-at-top
+    model = torch_reference.build_inn(inn, params, impl='plain')
+    model.requires_grad_(False)  # only x is optimized, as in localization
     with torch.no_grad():
       y_torch = model(torch.from_numpy(np.array(x0)))[:, :2].numpy()
     y_jax = np.asarray(_jax_forward(inn)(params, x0))
