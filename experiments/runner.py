@@ -18,7 +18,6 @@ import importlib
 import io
 import json
 import os
-import tempfile
 import time
 from typing import Callable, Optional
 
@@ -31,6 +30,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from ipage_jax import methods
+from ipage_jax import checkpoint
 from ipage_jax import data as data_lib
 from ipage_jax import metrics
 from ipage_jax import tasks
@@ -148,17 +148,7 @@ def resolve(task_name: str) -> Run:
              seed, FLAGS.workdir)
 
 
-def write_atomic(path: str, data: bytes) -> None:
-  """Writes `data` to `path` through a temporary file and a rename."""
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(data)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+write_atomic = checkpoint.write_atomic
 
 
 def write_json(path: str, value) -> None:

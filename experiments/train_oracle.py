@@ -18,7 +18,6 @@ task's cached oracle is never replaced by a smaller one by accident).
 
 import json
 import os
-import tempfile
 import time
 
 from absl import app
@@ -27,6 +26,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from ipage_jax import checkpoint
 from ipage_jax import oracle
 from ipage_jax.tasks import mos2
 
@@ -72,17 +72,8 @@ def _progress(label: str, epochs: int):
 
 
 def _write_json(path: str, report: dict) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')
-  try:
-    with os.fdopen(fd, 'w') as f:
-      json.dump(report, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  checkpoint.write_atomic(
+      path, json.dumps(report, indent=2, sort_keys=True).encode())
 
 
 def main(argv):

@@ -27,6 +27,12 @@ def save_pytree(path: str, tree: PyTree, meta: Optional[dict] = None) -> None:
              'meta': _to_json(meta or {})}
   data = serialization.msgpack_serialize(
       serialization.to_state_dict(_to_numpy(payload)))
+  write_atomic(path, data)
+
+
+def write_atomic(path: str, data: bytes) -> None:
+  """Writes `data` to `path` via a temporary file in the same directory and a
+  rename: readers see the old file or the complete new one, never a part."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.tmp-')

@@ -56,11 +56,6 @@ _SIM_SETTINGS = {
 Progress = Callable[[int, int], None]
 
 
-def _check_n(n) -> int:
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise ValueError(f'n must be a positive integer; got {n!r}')
-  return int(n)
-
 
 def _check_range(name, lo_hi, lo_ok, hi_ok):
   lo, hi = lo_hi
@@ -166,18 +161,10 @@ def generate_cells(
   Returns:
     `(n, size, size)` float32 in {0, 1} (1 = solid).
   """
-  n = _check_n(n)
+  n = base.check_count(n)
   opts = _generator_options(size, porosity_range, length_scale_range,
                             num_scales, pattern, mirror)
   return _cells_from_keys(jax.random.split(key, n), **opts)
-
-
-def _check_x(x: jax.Array) -> jax.Array:
-  x = jnp.asarray(x)
-  if x.ndim < 1 or x.shape[-1] != X_DIM:
-    raise ValueError(
-        f'x must have shape (..., {X_DIM}); got shape {tuple(x.shape)}')
-  return x
 
 
 def _clip01(x):
@@ -196,7 +183,7 @@ def simulate(x: jax.Array, **options) -> jax.Array:
   Returns:
     `(..., 1)` mean axial Young's modulus over the solid's modulus.
   """
-  x = _check_x(x)
+  x = base.check_designs(x, X_DIM)
   cells = _clip01(x).reshape(x.shape[:-1] + (SIZE, SIZE))
   return homogenization.effective_modulus(cells, **options)[..., None]
 
@@ -295,8 +282,8 @@ def make_dataset(
     pattern: cell family (see `generate_cells`).
     mirror: mirror-symmetric cells (see `generate_cells`).
   """
-  n = DATA_SIZE if n is None else _check_n(n)
-  batch_size = _check_n(batch_size)
+  n = DATA_SIZE if n is None else base.check_count(n)
+  batch_size = base.check_count(batch_size)
   if cache_path is not None and os.path.exists(cache_path):
     return load_dataset(cache_path, n, pattern=pattern, mirror=bool(mirror))
   gen_opts = tuple(sorted(_generator_options(

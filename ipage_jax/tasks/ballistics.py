@@ -65,21 +65,6 @@ _MAX_ROUNDS = 16
 _POISSON_TABLE_SIZE = 64
 
 
-def _check_x(x: jax.Array) -> jax.Array:
-  x = jnp.asarray(x)
-  if x.ndim < 1 or x.shape[-1] != X_DIM:
-    raise ValueError(
-        f'x must have shape (..., {X_DIM}); got shape {tuple(x.shape)}'
-    )
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    x = x.astype(jnp.float32)
-  return x
-
-
-def _check_n(n) -> int:
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise ValueError(f'n must be a positive integer; got {n!r}')
-  return int(n)
 
 
 def _w0_solve(z: jax.Array, q: jax.Array) -> jax.Array:
@@ -227,7 +212,7 @@ def landing(x: jax.Array) -> tuple[jax.Array, jax.Array]:
     valid: `(...,)` bool mask (see the module docstring; a landing point
       that overflows float32 also counts as invalid).
   """
-  return _landing32(_check_x(x))
+  return _landing32(base.check_designs(x, X_DIM))
 
 
 def simulate(x: jax.Array) -> jax.Array:
@@ -266,7 +251,7 @@ def _sample_prior(key: jax.Array, n: int) -> jax.Array:
 
 def sample_prior(key: jax.Array, n: int) -> jax.Array:
   """`(n, 4)` float32 draws from the prior (see the module docstring)."""
-  return _sample_prior(key, _check_n(n))
+  return _sample_prior(key, base.check_count(n))
 
 
 def sample_dataset(
@@ -284,7 +269,7 @@ def sample_dataset(
   Raises:
     RuntimeError: if `_MAX_ROUNDS` rounds do not give n valid rows.
   """
-  n = _check_n(n)
+  n = base.check_count(n)
   xs, ys = [], []
   have = 0
   num_invalid = 0
@@ -311,7 +296,7 @@ def make_dataset(key: jax.Array, n=None) -> tuple[np.ndarray, np.ndarray]:
   never drawn from the prior) are redrawn, not kept: `sample_dataset` reports
   how many.
   """
-  n = DATA_SIZE if n is None else _check_n(n)
+  n = DATA_SIZE if n is None else base.check_count(n)
   x, y, _ = sample_dataset(key, n)
   return x, y
 

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Callable, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 PriorSampler = Callable[[jax.Array, int], jax.Array]
@@ -54,3 +55,21 @@ class Task:
   def bounds(self) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper), each (D,)."""
     return self.lower, self.upper
+
+
+def check_count(n) -> int:
+  """Validates a number of rows: a positive integer (not a bool)."""
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f'n must be a positive integer; got {n!r}')
+  return int(n)
+
+
+def check_designs(x, x_dim: int) -> jax.Array:
+  """Validates designs of shape (..., x_dim); integers become float32."""
+  x = jnp.asarray(x)
+  if x.ndim < 1 or x.shape[-1] != x_dim:
+    raise ValueError(
+        f'x must have shape (..., {x_dim}); got shape {tuple(x.shape)}')
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    x = x.astype(jnp.float32)
+  return x

@@ -122,16 +122,11 @@ def max_gap() -> float:
   return float(_arrays()[1].max())
 
 
-def _check_n(n) -> int:
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise ValueError(f'n must be a positive integer; got {n!r}')
-  return int(n)
-
 
 def sample_prior(key: jax.Array, n: int) -> jax.Array:
   """`(n, 7)` float32 draws, uniform in the data box `data_bounds()`."""
   lower, upper = data_bounds()
-  return _sample_prior(key, _check_n(n), jnp.asarray(lower),
+  return _sample_prior(key, base.check_count(n), jnp.asarray(lower),
                        jnp.asarray(upper))
 
 
@@ -151,7 +146,7 @@ def make_dataset(key: jax.Array, n=None) -> tuple[np.ndarray, np.ndarray]:
   Raises:
     ValueError: when n is not a positive integer or exceeds the data.
   """
-  n = DATA_SIZE if n is None else _check_n(n)
+  n = DATA_SIZE if n is None else base.check_count(n)
   if n > DATA_SIZE:
     raise ValueError(f'n={n} exceeds the {DATA_SIZE} rows of the MoS2 data '
                      '(real data: no more rows can be generated)')

@@ -33,26 +33,11 @@ LOWER = (-3.0 * PRIOR_STD).astype(np.float32)
 UPPER = (3.0 * PRIOR_STD).astype(np.float32)
 
 
-def _check_x(x: jax.Array) -> jax.Array:
-  x = jnp.asarray(x)
-  if x.ndim < 1 or x.shape[-1] != X_DIM:
-    raise ValueError(
-        f'x must have shape (..., {X_DIM}); got shape {tuple(x.shape)}'
-    )
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    x = x.astype(jnp.float32)
-  return x
-
-
-def _check_n(n) -> int:
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise ValueError(f'n must be a positive integer; got {n!r}')
-  return int(n)
 
 
 def segment_angles(x: jax.Array) -> jax.Array:
   """`(..., 4)` designs -> `(..., 3)` segment angles (t1, t2, t3), radians."""
-  x = _check_x(x)
+  x = base.check_designs(x, X_DIM)
   t1 = x[..., 1]
   t2 = x[..., 2] - x[..., 1]
   t3 = x[..., 3] - x[..., 1] - x[..., 2]
@@ -69,7 +54,7 @@ def joint_positions(x: jax.Array) -> jax.Array:
     `(..., 4, 2)` points (horizontal, height); point 0 is the base (0, x1) and
     point 3 equals `simulate(x)`.
   """
-  return _joint_positions(_check_x(x))
+  return _joint_positions(base.check_designs(x, X_DIM))
 
 
 @jax.jit
@@ -86,7 +71,7 @@ def _joint_positions(x: jax.Array) -> jax.Array:
 
 def simulate(x: jax.Array) -> jax.Array:
   """Forward process: `(..., 4)` designs -> `(..., 2)` (reach, height)."""
-  return _simulate(_check_x(x))
+  return _simulate(base.check_designs(x, X_DIM))
 
 
 @jax.jit
@@ -100,7 +85,7 @@ def _simulate(x: jax.Array) -> jax.Array:
 
 def sample_prior(key: jax.Array, n: int) -> jax.Array:
   """`(n, 4)` float32 draws from N(0, diag(1/16, 1/4, 1/4, 1/4))."""
-  return _sample_prior(key, _check_n(n))
+  return _sample_prior(key, base.check_count(n))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -114,7 +99,7 @@ def make_dataset(key: jax.Array, n=None) -> tuple[np.ndarray, np.ndarray]:
 
   `n=None` gives `DATA_SIZE` rows.
   """
-  n = DATA_SIZE if n is None else _check_n(n)
+  n = DATA_SIZE if n is None else base.check_count(n)
   x = sample_prior(key, n)
   y = simulate(x)
   return np.asarray(x, np.float32), np.asarray(y, np.float32)

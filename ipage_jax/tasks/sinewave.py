@@ -32,21 +32,6 @@ MODE_CENTERS = np.stack(
 NUM_MODES = 9
 
 
-def _check_x(x: jax.Array) -> jax.Array:
-  x = jnp.asarray(x)
-  if x.ndim < 1 or x.shape[-1] != X_DIM:
-    raise ValueError(
-        f'x must have shape (..., {X_DIM}); got shape {tuple(x.shape)}'
-    )
-  if not jnp.issubdtype(x.dtype, jnp.floating):
-    x = x.astype(jnp.float32)
-  return x
-
-
-def _check_n(n) -> int:
-  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-    raise ValueError(f'n must be a positive integer; got {n!r}')
-  return int(n)
 
 
 def simulate(x: jax.Array) -> jax.Array:
@@ -58,7 +43,7 @@ def simulate(x: jax.Array) -> jax.Array:
   Returns:
     `(..., 1)` values sin(3 pi x1) + cos(3 pi x2).
   """
-  return _simulate(_check_x(x))
+  return _simulate(base.check_designs(x, X_DIM))
 
 
 @jax.jit
@@ -76,7 +61,7 @@ def mode_index(x: jax.Array) -> jax.Array:
   Returns:
     `(...,)` int32 mode indices in [0, 9).
   """
-  return _mode_index(_check_x(x))
+  return _mode_index(base.check_designs(x, X_DIM))
 
 
 @jax.jit
@@ -90,7 +75,7 @@ def _mode_index(x: jax.Array) -> jax.Array:
 
 def sample_prior(key: jax.Array, n: int) -> jax.Array:
   """`(n, 2)` float32 draws from U(-1, 1)^2."""
-  return _sample_prior(key, _check_n(n))
+  return _sample_prior(key, base.check_count(n))
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -105,7 +90,7 @@ def make_dataset(key: jax.Array, n=None) -> tuple[np.ndarray, np.ndarray]:
 
   `n=None` gives `DATA_SIZE` rows.
   """
-  n = DATA_SIZE if n is None else _check_n(n)
+  n = DATA_SIZE if n is None else base.check_count(n)
   x = sample_prior(key, n)
   y = simulate(x)
   return np.asarray(x, np.float32), np.asarray(y, np.float32)
