@@ -91,9 +91,6 @@ def report(run, model, sols, key) -> dict:
   fig = plotting.cell_grid(rows, title=f'{run.method.name}: cells for '
                            f'E / E0 = {target[0]:g}')
   fig.savefig(os.path.join(run.workdir, FIGURE), dpi=110)
-  if getattr(model, 'history', None):
-    plotting.training_curves(model.history).savefig(
-        os.path.join(run.workdir, 'training_curves.png'), dpi=110)
   return {'figure': FIGURE, 'figure_fem_y': y_fem}
 
 

@@ -80,9 +80,6 @@ def report(run, model, sols, key) -> dict:
       panels, float(target[0]),
       title=f'{run.method.name}: throws for y* = {target[0]:g}')
   fig.savefig(os.path.join(run.workdir, FIGURE), dpi=110)
-  if getattr(model, 'history', None):
-    plotting.training_curves(model.history).savefig(
-        os.path.join(run.workdir, 'training_curves.png'), dpi=110)
   return {'figure': FIGURE}
 
 

@@ -41,9 +41,6 @@ def report(run, model, sols, key) -> dict:
       panels, target, title=f'{run.method.name}: arms for y* = '
       f'({target[0]:g}, {target[1]:g})')
   fig.savefig(os.path.join(run.workdir, FIGURE), dpi=110)
-  if getattr(model, 'history', None):
-    plotting.training_curves(model.history).savefig(
-        os.path.join(run.workdir, 'training_curves.png'), dpi=110)
   return {'figure': FIGURE}
 
 

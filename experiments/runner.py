@@ -33,6 +33,7 @@ from ipage_jax import methods
 from ipage_jax import checkpoint
 from ipage_jax import data as data_lib
 from ipage_jax import metrics
+from ipage_jax import plotting
 from ipage_jax import tasks
 
 _SAMPLERS = ('maximin_lhs', 'lhs', 'srs')
@@ -243,6 +244,9 @@ def execute(run: Run, report: Optional[Report] = None) -> dict:
       'simulator': run.task.simulator_kind if run.task.simulate else None,
   }
   result.update(evaluate(run, sols))
+  if getattr(model, 'history', None):
+    plotting.training_curves(model.history).savefig(
+        os.path.join(run.workdir, 'training_curves.png'), dpi=110)
   if report is not None:
     result.update(report(run=run, model=model, sols=sols, key=key_report))
   write_npz(os.path.join(run.workdir, 'solutions.npz'), x=sols.x,

@@ -62,9 +62,6 @@ def report(run, model, sols, key) -> dict:
       (sinewave.LOWER, sinewave.UPPER),
       title=f'{run.method.name}: solutions for y* = {target:g}')
   fig.savefig(os.path.join(run.workdir, 'sinewave_samplers.png'), dpi=110)
-  if getattr(model, 'history', None):
-    plotting.training_curves(model.history).savefig(
-        os.path.join(run.workdir, 'training_curves.png'), dpi=110)
   return out
 
 

@@ -13,18 +13,6 @@ from experiments import runner
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture
-def parse(tmp_path):
-  """Parses command-line flags in-process; restores them afterwards."""
-
-  def _parse(*args):
-    runner.FLAGS.unparse_flags()
-    runner.FLAGS(['prog', f'--workdir={tmp_path / "run"}', *args])
-    return tmp_path / 'run'
-
-  yield _parse
-  runner.FLAGS.unparse_flags()
-
 
 @pytest.mark.parametrize('args,match', [
     (['--target=1,2'], 'needs 1'),
@@ -100,7 +88,8 @@ def test_script_end_to_end_quick(tmp_path):
   assert np.isfinite(result['resimulation_error'])
   assert result['num_solutions'] == 16
   assert 0 <= result['modes_covered'] <= 9
-  for name in ('config.json', 'model.msgpack', 'sinewave_samplers.png'):
+  for name in ('config.json', 'model.msgpack', 'sinewave_samplers.png',
+               'training_curves.png'):
     assert (workdir / name).exists(), name
   assert not [p for p in os.listdir(workdir) if p.startswith('.tmp')]
 

@@ -89,18 +89,6 @@ def test_figures_draw_what_they_are_given():
   np.testing.assert_allclose(heights, [0.0, 0.1, 0.5, 2.0])
 
 
-@pytest.fixture
-def parse(tmp_path):
-  """Parses the scripts' flags in-process; restores them afterwards."""
-
-  def _parse(*args):
-    runner.FLAGS.unparse_flags()
-    runner.FLAGS(['prog', f'--workdir={tmp_path / "run"}', *args])
-    return tmp_path / 'run'
-
-  yield _parse
-  runner.FLAGS.unparse_flags()
-
 
 @pytest.mark.parametrize('task,script,figure,dims', [
     ('robot_arm', robot_arm_script, 'robot_arm_solutions.png', (4, 2)),

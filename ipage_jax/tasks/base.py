@@ -73,3 +73,14 @@ def check_designs(x, x_dim: int) -> jax.Array:
   if not jnp.issubdtype(x.dtype, jnp.floating):
     x = x.astype(jnp.float32)
   return x
+
+
+def simulated_dataset(sample_prior: PriorSampler, simulate: Simulator,
+                      key: jax.Array, n: int) -> tuple[np.ndarray, np.ndarray]:
+  """n prior draws and their simulated properties, as float32 numpy.
+
+  Returns:
+    x (n, D) and y (n, M).
+  """
+  x = sample_prior(key, check_count(n))
+  return np.asarray(x, np.float32), np.asarray(simulate(x), np.float32)

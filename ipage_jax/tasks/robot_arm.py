@@ -99,10 +99,8 @@ def make_dataset(key: jax.Array, n=None) -> tuple[np.ndarray, np.ndarray]:
 
   `n=None` gives `DATA_SIZE` rows.
   """
-  n = DATA_SIZE if n is None else base.check_count(n)
-  x = sample_prior(key, n)
-  y = simulate(x)
-  return np.asarray(x, np.float32), np.asarray(y, np.float32)
+  return base.simulated_dataset(sample_prior, simulate, key,
+                                DATA_SIZE if n is None else n)
 
 
 def task() -> base.Task:
