@@ -78,8 +78,9 @@ def training_curves(history: Mapping[str, np.ndarray],
   ax = fig.subplots()
   for k in keys:
     if k in history:
-      v = np.asarray(history[k])
-      ax.plot(np.arange(1, len(v) + 1), np.maximum(v, 1e-12), label=k)
+      v = np.asarray(history[k], float)
+      # Terms not computed at an epoch (weight 0) are logged as 0: not drawn.
+      ax.plot(np.arange(1, len(v) + 1), np.where(v > 0, v, np.nan), label=k)
   ax.set_yscale('log')
   ax.set_xlabel('epoch')
   ax.legend(fontsize=7)
