@@ -207,7 +207,11 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
   settings = training.TrainSettings(
       epochs=t.epochs, batch_size=t.batch_size,
       checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
-      fingerprint={'config': config.to_dict(), 'x': x.shape, 'y': y.shape})
+      # What determines the trained parameters: model, training, data shapes
+      # (solve settings or logging may change between resumed runs).
+      fingerprint={'model': config.model.to_dict(),
+                   'train': config.train.to_dict(), 'x': x.shape,
+                   'y': y.shape})
   result = training.train(
       key_train, loss_fn, losses.make_forward_fit(inn), params,
       make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),
