@@ -10,7 +10,7 @@ and writes it with that report to the cache file the task loads
 a readable copy of the report beside it (`mos2_oracle.json`).
 
   python -m experiments.train_oracle --folds=3 --epochs=20 --subset=3000 \
-      --out=/tmp/oracle.msgpack
+      --out=cache/oracle.msgpack
 
 is a quick check (a subset or changed settings need --out, so that the
 task's cached oracle is never replaced by a smaller one by accident).
