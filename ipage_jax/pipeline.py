@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -121,6 +121,8 @@ class Solutions(NamedTuple):
     y_target: (..., M) the targets.
     inference_s: seconds spent sampling the posterior (incl. compile).
     localization_s: seconds spent in localization (incl. compile).
+    gradient_steps_per_solution: surrogate gradient evaluations (forward +
+      backward) spent per returned solution, oversampling included.
   """
   x: np.ndarray
   x_posterior: np.ndarray
@@ -129,6 +131,7 @@ class Solutions(NamedTuple):
   y_target: np.ndarray
   inference_s: float
   localization_s: float
+  gradient_steps_per_solution: float = 0.0
 
 
 def _forward_y(inn: flows.INN, params, x_std: Array) -> Array:
@@ -161,13 +164,103 @@ def make_optimizer(train_cfg: ml_collections.ConfigDict,
   return optax.chain(*parts)
 
 
+class Fitted(NamedTuple):
+  """What `fit_standardized` returns (every method's trained state).
+
+  Attributes:
+    params: final parameters.
+    best_params: parameters with the lowest validation loss.
+    x_scaler / y_scaler: standardization fitted on the training split.
+    x_range / y_range: (lower, upper) boxes of the training rows.
+    history: per-epoch metrics, name -> (epochs,).
+    diverged: training stopped early on a non-finite loss.
+  """
+  params: Any
+  best_params: Any
+  x_scaler: data_lib.Standardizer
+  y_scaler: data_lib.Standardizer
+  x_range: tuple[np.ndarray, np.ndarray]
+  y_range: tuple[np.ndarray, np.ndarray]
+  history: dict
+  diverged: bool
+
+
+def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
+                     *, init_fn: Callable[[Array], Any],
+                     make_loss: Callable[[int], training.LossFn],
+                     val_fn: training.ValFn, fingerprint: Any,
+                     checkpoint_dir: Optional[str] = None,
+                     progress: Optional[training.Progress] = None
+                     ) -> Fitted:
+  """The data handling and training loop that every method shares.
+
+  Checks the pairs, splits off `train_cfg.val_fraction` for validation,
+  standardizes x and y on the training split and trains with
+  `make_optimizer(train_cfg)` in the generic loop of `training.train`.
+
+  Args:
+    key: PRNG key (split into split / init / train keys).
+    x: (n, D) designs, original units.
+    y: (n, M) properties, original units.
+    train_cfg: epochs, batch_size, learning rates, clipping, val_fraction,
+      checkpoint_every (see `default_config().train`).
+    init_fn: key -> initial parameters.
+    make_loss: total optimizer steps -> `loss_fn(params, x, y, key, step)`
+      on standardized data.
+    val_fn: `(params, x_val, y_val) -> scalar` validation loss.
+    fingerprint: JSON-able description of what determines the parameters;
+      a checkpoint with another fingerprint is refused.
+    checkpoint_dir: save every `train_cfg.checkpoint_every` epochs there and
+      resume from it.
+    progress: `progress(epoch, metrics)` after every epoch.
+
+  Returns:
+    Fitted. When training diverged a RuntimeWarning says so and the
+    parameters are the last finite ones.
+  """
+  x, y = data_lib.check_pairs(x, y)
+  t = train_cfg
+  key_split, key_init, key_train = jax.random.split(key, 3)
+  train_idx, val_idx = data_lib.train_val_split(key_split, x.shape[0],
+                                                t.val_fraction)
+  if t.val_fraction == 0:
+    val_idx = train_idx
+  x_scaler = data_lib.Standardizer.fit(x[train_idx])
+  y_scaler = data_lib.Standardizer.fit(y[train_idx])
+  xs, ys = x_scaler.forward(jnp.asarray(x)), y_scaler.forward(jnp.asarray(y))
+  steps_per_epoch = len(train_idx) // t.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'{len(train_idx)} training rows are too few for one '
+                     f'batch of {t.batch_size}')
+  total_steps = max(t.epochs * steps_per_epoch, 2)
+  settings = training.TrainSettings(
+      epochs=t.epochs, batch_size=t.batch_size,
+      checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
+      fingerprint=fingerprint)
+  result = training.train(
+      key_train, make_loss(total_steps), val_fn, init_fn(key_init),
+      make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),
+      (xs[val_idx], ys[val_idx]), settings, progress=progress)
+  if result.diverged:
+    warnings.warn(
+        'training diverged (non-finite loss) after '
+        f'{len(result.history.get("loss", []))} epochs; keeping the last '
+        'finite parameters and the best ones so far', RuntimeWarning)
+  return Fitted(params=result.state.params,
+                best_params=result.state.best_params,
+                x_scaler=x_scaler, y_scaler=y_scaler,
+                x_range=(x[train_idx].min(0), x[train_idx].max(0)),
+                y_range=(y[train_idx].min(0), y[train_idx].max(0)),
+                history=result.history, diverged=result.diverged)
+
+
 def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
         *, checkpoint_dir: Optional[str] = None,
         progress: Optional[training.Progress] = None) -> Model:
   """Trains an iPage model on paired data (phase 1).
 
   Args:
-    key: PRNG key (split into split / init / train keys).
+    key: PRNG key.
     x: (n, D) designs, original units.
     y: (n, M) properties, original units.
     config: settings (`default_config()` when None).
@@ -182,52 +275,31 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
   config = default_config() if config is None else config
   x, y = data_lib.check_pairs(x, y)
   t = config.train
-  key_split, key_init, key_train = jax.random.split(key, 3)
-  train_idx, val_idx = data_lib.train_val_split(key_split, x.shape[0],
-                                                t.val_fraction)
-  if t.val_fraction == 0:
-    val_idx = train_idx
-  x_scaler = data_lib.Standardizer.fit(x[train_idx])
-  y_scaler = data_lib.Standardizer.fit(y[train_idx])
-  xs, ys = x_scaler.forward(jnp.asarray(x)), y_scaler.forward(jnp.asarray(y))
-
   inn = build_inn(config, x.shape[1], y.shape[1])
-  params = inn.init(key_init, jnp.zeros((1, inn.width), jnp.float32))
-  steps_per_epoch = len(train_idx) // t.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'{len(train_idx)} training rows are too few for one '
-                     f'batch of {t.batch_size}')
-  total_steps = max(t.epochs * steps_per_epoch, 2)
-  weights = schedules.bidirectional_weights(
-      total_steps, peak=t.lambda_peak, xz_start=t.lambda_xz_start,
-      y_end=t.lambda_y_end, switch_fraction=t.switch_fraction)
-  loss_fn = losses.make_inn_objective(
-      inn, weights, objective=t.objective, widths=tuple(t.mmd_widths),
-      y_noise=t.y_noise, pad_noise=t.pad_noise, ml_sigma=t.ml_sigma)
-  settings = training.TrainSettings(
-      epochs=t.epochs, batch_size=t.batch_size,
-      checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
+
+  def make_loss(total_steps):
+    weights = schedules.bidirectional_weights(
+        total_steps, peak=t.lambda_peak, xz_start=t.lambda_xz_start,
+        y_end=t.lambda_y_end, switch_fraction=t.switch_fraction)
+    return losses.make_inn_objective(
+        inn, weights, objective=t.objective, widths=tuple(t.mmd_widths),
+        y_noise=t.y_noise, pad_noise=t.pad_noise, ml_sigma=t.ml_sigma)
+
+  fitted = fit_standardized(
+      key, x, y, t,
+      init_fn=lambda k: inn.init(k, jnp.zeros((1, inn.width), jnp.float32)),
+      make_loss=make_loss, val_fn=losses.make_forward_fit(inn),
       # What determines the trained parameters: model, training, data shapes
       # (solve settings or logging may change between resumed runs).
-      fingerprint={'model': config.model.to_dict(),
-                   'train': config.train.to_dict(), 'x': x.shape,
-                   'y': y.shape})
-  result = training.train(
-      key_train, loss_fn, losses.make_forward_fit(inn), params,
-      make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),
-      (xs[val_idx], ys[val_idx]), settings, progress=progress)
-  if result.diverged:
-    warnings.warn(
-        'training diverged (non-finite loss) after '
-        f'{len(result.history.get("loss", []))} epochs; keeping the last '
-        'finite parameters and the best surrogate so far', RuntimeWarning)
-  return Model(inn=inn, params=result.state.params,
-               surrogate_params=result.state.best_params,
-               x_scaler=x_scaler, y_scaler=y_scaler,
-               x_range=(x[train_idx].min(0), x[train_idx].max(0)),
-               y_range=(y[train_idx].min(0), y[train_idx].max(0)),
-               config=config, history=result.history,
-               diverged=result.diverged)
+      fingerprint={'model': config.model.to_dict(), 'train': t.to_dict(),
+                   'x': x.shape, 'y': y.shape},
+      checkpoint_dir=checkpoint_dir, progress=progress)
+  return Model(inn=inn, params=fitted.params,
+               surrogate_params=fitted.best_params,
+               x_scaler=fitted.x_scaler, y_scaler=fitted.y_scaler,
+               x_range=fitted.x_range, y_range=fitted.y_range,
+               config=config, history=fitted.history,
+               diverged=fitted.diverged)
 
 
 def check_targets(y_target, y_dim: int,
@@ -280,6 +352,24 @@ def sample_posterior(inn: flows.INN, params, key: Array, y_target: Array,
 _sample_jit = jax.jit(sample_posterior, static_argnums=(0, 4, 5))
 
 
+class Surrogate(NamedTuple):
+  """A differentiable forward model on standardized data, for localization.
+
+  Attributes:
+    apply: module-level function `apply(net, params, x_std) -> y_std`
+      ((n, D) -> (n, M)); with `net` it keys the cache of compiled loops.
+    net: the (hashable) network, e.g. a Flax module.
+    params: its parameters.
+  """
+  apply: Callable[[Any, Any, Array], Array]
+  net: Any
+  params: Any
+
+
+# draw(key, y_std (T, M), n, sampler) -> (T, n, D) standardized designs.
+Draw = Callable[[Array, Array, int, str], Array]
+
+
 def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
           sampler: Optional[str] = None, *, localize: bool = True,
           steps: Optional[int] = None,
@@ -306,32 +396,74 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
   """
+  draw = lambda k, t, n, smp: _sample_jit(model.inn, model.params, k, t, n,
+                                          smp)
+  return solve_with(
+      model, key, y_target, num_solutions, sampler, draw=draw,
+      surrogate=Surrogate(_forward_y, model.inn, model.surrogate_params),
+      localize=localize, steps=steps, learning_rate=learning_rate,
+      bounds=bounds, solve_config=solve_config)
+
+
+def solve_with(model, key: Array, y_target, num_solutions: int,
+               sampler: Optional[str], *, draw: Draw,
+               surrogate: Optional[Surrogate], localize: bool,
+               steps: Optional[int] = None,
+               learning_rate: Optional[float] = None,
+               bounds: Optional[tuple[Any, Any]] = None,
+               solve_config: Optional[ml_collections.ConfigDict] = None
+               ) -> Solutions:
+  """The solve loop every method shares: draw, localize, keep the best.
+
+  Args:
+    model: anything with `config`, `x_scaler`, `y_scaler`, `x_range` and
+      `y_range` (a fitted model of any method).
+    key: PRNG key of the draws.
+    y_target: (M,) or (T, M) targets, original units.
+    num_solutions: N designs per target.
+    sampler: latent / start design name (default: the config's).
+    draw: `draw(key, y_std (T, M), n, sampler) -> (T, n, D)` standardized
+      candidates (posterior samples or random starts).
+    surrogate: forward model for localization and ranking; None for a
+      method without one (then no localization, no oversampling, and
+      `y_surrogate` / `surrogate_error` are NaN).
+    localize: run gradient-descent localization through `surrogate`.
+    steps, learning_rate, bounds, solve_config: as in `solve`.
+
+  Returns:
+    Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
+  """
   s = model.config.solve if solve_config is None else solve_config
   sampler = sampler or s.sampler
   if num_solutions < 1:
     raise ValueError(f'num_solutions must be >= 1, got {num_solutions}')
-  targets = check_targets(y_target, model.inn.y_dim, model.y_range)
+  y_dim = model.y_range[0].shape[0]
+  targets = check_targets(y_target, y_dim, model.y_range)
   single = targets.ndim == 1
   targets = np.atleast_2d(targets)
   t_std = model.y_scaler.forward(jnp.asarray(targets))
 
-  # Oversampling: draw `oversample` times more posterior samples, localize
-  # them all, keep per target the N with the lowest surrogate error. This
-  # drops the rare samples that localization leaves stuck at a critical point
-  # of f_y (visible from the surrogate alone, no simulator needed).
+  # Oversampling: draw `oversample` times more candidates, localize them all,
+  # keep per target the N with the lowest surrogate error. This drops the rare
+  # samples that localization leaves stuck at a critical point of the
+  # surrogate (visible from the surrogate alone, no simulator needed).
   oversample = float(s.get('oversample', 1.0))
   if oversample < 1.0:
     raise ValueError(f'solve.oversample must be >= 1, got {oversample}')
+  if surrogate is None:
+    if localize:
+      raise ValueError('localization needs a surrogate forward model')
+    oversample = 1.0
   num_draw = int(np.ceil(num_solutions * oversample))
   start = time.perf_counter()
-  x_post = jax.block_until_ready(
-      _sample_jit(model.inn, model.params, key, t_std, num_draw, sampler))
+  x_draw = jax.block_until_ready(draw(key, t_std, num_draw, sampler))
   inference_s = time.perf_counter() - start
 
-  num_targets, d = targets.shape[0], model.inn.x_dim
-  flat_x = x_post.reshape(-1, d)
+  num_targets, d = targets.shape[0], x_draw.shape[-1]
+  flat_x = x_draw.reshape(-1, d)
   flat_t = jnp.repeat(t_std, num_draw, axis=0)
   start = time.perf_counter()
+  num_steps = 0
   if localize:
     lower, upper = bounds if bounds is not None else model.x_range
     box = None
@@ -343,34 +475,41 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
       lr, final_lr = s.localize_learning_rate, s.localize_final_learning_rate
     else:
       lr = final_lr = learning_rate
-    localizer = _localizer(model.inn,
-                           s.localize_steps if steps is None else steps, lr,
+    num_steps = s.localize_steps if steps is None else steps
+    localizer = _localizer(surrogate.apply, surrogate.net, num_steps, lr,
                            final_lr, box, s.boundary_weight)
-    result = localizer(model.surrogate_params, flat_x, flat_t)
+    result = localizer(surrogate.params, flat_x, flat_t)
     flat_x = jax.block_until_ready(result.x)
   localization_s = time.perf_counter() - start
 
-  y_sur = model.surrogate(model.x_scaler.inverse(flat_x))
-  err = jnp.sum(jnp.square(y_sur - jnp.repeat(jnp.asarray(targets),
-                                              num_draw, 0)), -1)
-  # (T, num_draw) -> the num_solutions best per target (all when no extra).
-  keep = jnp.argsort(err.reshape(num_targets, num_draw), axis=1)
-  keep = jnp.sort(keep[:, :num_solutions], axis=1)
+  repeat_targets = jnp.repeat(jnp.asarray(targets), num_draw, 0)
+  if surrogate is None:
+    y_sur = jnp.full(repeat_targets.shape, jnp.nan)
+    err = jnp.full(repeat_targets.shape[:1], jnp.nan)
+    keep = jnp.broadcast_to(jnp.arange(num_solutions),
+                            (num_targets, num_solutions))
+  else:
+    y_sur = model.y_scaler.inverse(
+        surrogate.apply(surrogate.net, surrogate.params, flat_x))
+    err = jnp.sum(jnp.square(y_sur - repeat_targets), -1)
+    # (T, num_draw) -> the num_solutions best per target (all if no extra).
+    keep = jnp.argsort(err.reshape(num_targets, num_draw), axis=1)
+    keep = jnp.sort(keep[:, :num_solutions], axis=1)
   rows = (keep + num_draw * jnp.arange(num_targets)[:, None]).reshape(-1)
   lead = (num_solutions,) if single else (num_targets, num_solutions)
   as_np = lambda a, tail: np.asarray(a[rows]).reshape(lead + tail)
   return Solutions(
       x=as_np(model.x_scaler.inverse(flat_x), (d,)),
-      x_posterior=as_np(model.x_scaler.inverse(x_post.reshape(-1, d)), (d,)),
-      y_surrogate=as_np(y_sur, (model.inn.y_dim,)),
+      x_posterior=as_np(model.x_scaler.inverse(x_draw.reshape(-1, d)), (d,)),
+      y_surrogate=as_np(y_sur, (y_dim,)),
       surrogate_error=as_np(err, ()),
       y_target=targets[0] if single else targets,
-      inference_s=inference_s, localization_s=localization_s)
-
+      inference_s=inference_s, localization_s=localization_s,
+      gradient_steps_per_solution=num_steps * num_draw / num_solutions)
 
 
 @functools.lru_cache(maxsize=16)
-def _localizer(inn: flows.INN, steps: int, learning_rate: float,
+def _localizer(apply: Callable, net: Any, steps: int, learning_rate: float,
                final_learning_rate: float,
                box: Optional[tuple[tuple[float, ...], tuple[float, ...]]],
                boundary_weight: float):
@@ -378,47 +517,74 @@ def _localizer(inn: flows.INN, steps: int, learning_rate: float,
 
   The Adam step size decays from `learning_rate` to `final_learning_rate`
   along a cosine: large steps first to reach the level set from far-away
-  posterior samples, small ones at the end so the iterates settle on it.
+  samples, small ones at the end so the iterates settle on it.
   """
   schedule = learning_rate
   if final_learning_rate != learning_rate:
     schedule = optax.cosine_decay_schedule(
         learning_rate, max(steps, 1), final_learning_rate / learning_rate)
   return localization.make_localizer(
-      functools.partial(_forward_y, inn), steps=steps,
-      learning_rate=schedule, bounds=box, boundary_weight=boundary_weight)
+      functools.partial(apply, net), steps=steps, learning_rate=schedule,
+      bounds=box, boundary_weight=boundary_weight)
 
 
-def save_model(path: str, model: Model) -> None:
-  """Writes a fitted Model to one file (atomically)."""
-  tree = {'params': model.params, 'surrogate_params': model.surrogate_params,
-          'x_scaler': model.x_scaler._asdict(),
+def save_fitted(path: str, model, params: dict, method: str) -> None:
+  """Writes a fitted model of any method to one file (atomically).
+
+  Args:
+    path: the file.
+    model: a model with `config`, `x_scaler`, `y_scaler`, `x_range`,
+      `y_range`, `history` and `diverged`.
+    params: name -> parameter pytree, everything else the model learned.
+    method: the method's name, checked on load.
+  """
+  tree = {'params': params, 'x_scaler': model.x_scaler._asdict(),
           'y_scaler': model.y_scaler._asdict(),
           'x_range': list(model.x_range), 'y_range': list(model.y_range)}
-  meta = {'config': model.config.to_dict(), 'x_dim': model.inn.x_dim,
-          'y_dim': model.inn.y_dim, 'diverged': model.diverged,
+  meta = {'method': method, 'config': model.config.to_dict(),
+          'x_dim': int(model.x_range[0].shape[0]),
+          'y_dim': int(model.y_range[0].shape[0]),
+          'diverged': bool(model.diverged),
           'history': {k: np.asarray(v).tolist()
                       for k, v in model.history.items()}}
   checkpoint.save_pytree(path, tree, meta)
 
 
-def load_model(path: str) -> Model:
-  """Reads a Model written by `save_model`.
+class Loaded(NamedTuple):
+  """What `load_fitted` reads: the parameters and the shared fields."""
+  params: dict
+  config: ml_collections.ConfigDict
+  x_dim: int
+  y_dim: int
+  common: dict  # x_scaler, y_scaler, x_range, y_range, history, diverged
+
+
+def load_fitted(path: str, method: str,
+                params_template: Callable[[ml_collections.ConfigDict, int,
+                                           int], dict]) -> Loaded:
+  """Reads a file written by `save_fitted`.
+
+  Args:
+    path: the file.
+    method: the expected method name.
+    params_template: (config, x_dim, y_dim) -> a pytree with the shapes of
+      the saved `params` (e.g. from `jax.eval_shape` of the init).
 
   Raises:
-    ValueError: for a missing, corrupted or inconsistent file.
+    ValueError: for a missing, corrupted or inconsistent file, or a model of
+      another method.
   """
   _, meta = checkpoint.read_pytree(path)
   try:
     config = ml_collections.ConfigDict(meta['config'])
     x_dim, y_dim = int(meta['x_dim']), int(meta['y_dim'])
   except (KeyError, TypeError, ValueError) as e:
-    raise ValueError(f'{path!r} is not a saved iPage model: {e}') from e
-  inn = build_inn(config, x_dim, y_dim)
-  params = jax.eval_shape(inn.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, inn.width), jnp.float32))
+    raise ValueError(f'{path!r} is not a saved model: {e}') from e
+  saved = meta.get('method', 'ipage')
+  if saved != method:
+    raise ValueError(f'{path!r} holds a {saved!r} model, not {method!r}')
   zeros = lambda k: np.zeros((k,), np.float32)
-  template = {'params': params, 'surrogate_params': params,
+  template = {'params': params_template(config, x_dim, y_dim),
               'x_scaler': {'mean': zeros(x_dim), 'scale': zeros(x_dim)},
               'y_scaler': {'mean': zeros(y_dim), 'scale': zeros(y_dim)},
               'x_range': [zeros(x_dim), zeros(x_dim)],
@@ -427,12 +593,37 @@ def load_model(path: str) -> Model:
       lambda s: np.zeros(s.shape, s.dtype), template)
   tree, _ = checkpoint.load_pytree(path, template)
   as_jnp = lambda t: jax.tree_util.tree_map(jnp.asarray, t)
-  return Model(
-      inn=inn, params=as_jnp(tree['params']),
-      surrogate_params=as_jnp(tree['surrogate_params']),
+  common = dict(
       x_scaler=data_lib.Standardizer(**as_jnp(tree['x_scaler'])),
       y_scaler=data_lib.Standardizer(**as_jnp(tree['y_scaler'])),
       x_range=tuple(np.asarray(a) for a in tree['x_range']),
       y_range=tuple(np.asarray(a) for a in tree['y_range']),
-      config=config, diverged=bool(meta.get('diverged', False)),
-      history={k: np.asarray(v) for k, v in meta['history'].items()})
+      history={k: np.asarray(v) for k, v in meta['history'].items()},
+      diverged=bool(meta.get('diverged', False)))
+  return Loaded(as_jnp(tree['params']), config, x_dim, y_dim, common)
+
+
+def save_model(path: str, model: Model) -> None:
+  """Writes a fitted iPage Model to one file (atomically)."""
+  save_fitted(path, model, {'final': model.params,
+                            'surrogate': model.surrogate_params}, 'ipage')
+
+
+def load_model(path: str) -> Model:
+  """Reads a Model written by `save_model`.
+
+  Raises:
+    ValueError: for a missing, corrupted or inconsistent file.
+  """
+
+  def template(config, x_dim, y_dim):
+    inn = build_inn(config, x_dim, y_dim)
+    params = jax.eval_shape(inn.init, jax.random.PRNGKey(0),
+                            jnp.zeros((1, inn.width), jnp.float32))
+    return {'final': params, 'surrogate': params}
+
+  loaded = load_fitted(path, 'ipage', template)
+  return Model(inn=build_inn(loaded.config, loaded.x_dim, loaded.y_dim),
+               params=loaded.params['final'],
+               surrogate_params=loaded.params['surrogate'],
+               config=loaded.config, **loaded.common)
