@@ -39,7 +39,7 @@ from ipage_jax import tasks
 _SAMPLERS = ('maximin_lhs', 'lhs', 'srs')
 
 flags.DEFINE_string('workdir', None, 'Output directory (created).')
-flags.DEFINE_string('method', 'ipage', f'One of {methods.NAMES + methods.PLANNED}.')
+flags.DEFINE_string('method', 'ipage', f'One of {methods.NAMES}.')
 flags.DEFINE_string('target', None,
                     "Comma-separated target y* (default: the task's).")
 flags.DEFINE_string('target_file', None, '.npy file of targets, shape (T, M).')

@@ -15,7 +15,9 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, NamedTuple
 
+from ipage_jax import baselines
 from ipage_jax import pipeline
+from ipage_jax.baselines import common
 
 
 class Method(NamedTuple):
@@ -34,6 +36,13 @@ def _ipage_solve(model, key, y_target, num_solutions, sampler=None, *,
                         localize=localize, solve_config=solve_config)
 
 
+def _from_spec(spec: common.Spec) -> Method:
+  return Method(spec.name, functools.partial(common.fit, spec),
+                functools.partial(common.solve, spec),
+                functools.partial(common.save, spec),
+                functools.partial(common.load, spec), spec.description)
+
+
 _METHODS = {
     'ipage': Method(
         'ipage', pipeline.fit, _ipage_solve, pipeline.save_model,
@@ -44,9 +53,8 @@ _METHODS = {
         functools.partial(_ipage_solve, localize=False),
         pipeline.save_model, pipeline.load_model,
         'the same INN sampled without localization'),
+    **{spec.name: _from_spec(spec) for spec in baselines.SPECS},
 }
-# Methods of the paper's comparison that are not in this release yet.
-PLANNED = ('cinn', 'cvae', 'mdn', 'na')
 NAMES = tuple(_METHODS)
 
 
@@ -54,7 +62,4 @@ def get(name: str) -> Method:
   """Returns the method called `name` (one of `NAMES`)."""
   if name in _METHODS:
     return _METHODS[name]
-  if name in PLANNED:
-    raise ValueError(f'method {name!r} is not available yet; available: '
-                     f'{", ".join(NAMES)}')
   raise ValueError(f'unknown method {name!r}; expected one of {NAMES}')

@@ -19,7 +19,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (['--target=abc'], 'comma-separated'),
     (['--target=nan'], 'NaN'),
     (['--method=nope'], 'unknown method'),
-    (['--method=mdn'], 'not available yet'),
     (['--sampler=sobol'], 'unknown sampler'),
     (['--num_solutions=0'], 'num_solutions'),
     (['--epochs=0'], 'epochs'),

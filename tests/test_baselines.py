@@ -1,0 +1,248 @@
+"""Baselines: objectives against independent math, training, sampling, files."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy import stats
+
+from ipage_jax import baselines
+from ipage_jax import localization
+from ipage_jax import methods
+from ipage_jax import pipeline
+from ipage_jax.baselines import common
+from ipage_jax.baselines import cvae
+from ipage_jax.baselines import mdn
+
+BASELINES = ('mdn', 'cinn', 'cvae', 'na')
+
+
+def _tiny_config(epochs=30):
+  c = pipeline.default_config()
+  c.model.width = 4
+  c.model.num_blocks = 2
+  c.model.hidden = 16
+  c.train.epochs = epochs
+  c.train.batch_size = 64
+  c.train.learning_rate = 3e-3
+  c.train.final_learning_rate = 1e-3
+  c.solve.localize_steps = 20
+  c.solve.localize_learning_rate = 0.05
+  c.solve.localize_final_learning_rate = 0.005
+  return c
+
+
+def _data(n=512):
+  """x ~ U(-1, 1)^2, y = x1 + x2^2 (a smooth 2 -> 1 problem)."""
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (n, 2),
+                                    minval=-1, maxval=1))
+  return x, x[:, :1] + x[:, 1:] ** 2
+
+
+@pytest.fixture(scope='module')
+def fitted():
+  x, y = _data()
+  config = _tiny_config()
+  return {name: methods.get(name).fit(jax.random.PRNGKey(1), x, y, config)
+          for name in BASELINES}
+
+
+@pytest.mark.parametrize('name', BASELINES)
+def test_training_improves_its_own_objective(fitted, name):
+  h = fitted[name].history
+  assert np.all(np.isfinite(h['loss']))
+  assert h['val_loss'].min() < h['val_loss'][0] - 0.05 * abs(
+      h['val_loss'][0])
+  assert np.mean(h['loss'][-5:]) < np.mean(h['loss'][:5])
+
+
+@pytest.mark.parametrize('name', BASELINES)
+def test_sampling_shapes_and_determinism(fitted, name):
+  method, model = methods.get(name), fitted[name]
+  targets = np.array([[0.2], [0.7], [1.1]], np.float32)
+  a = method.solve(model, jax.random.PRNGKey(3), targets, 5)
+  b = method.solve(model, jax.random.PRNGKey(3), targets, 5)
+  c = method.solve(model, jax.random.PRNGKey(4), targets, 5)
+  assert a.x.shape == (3, 5, 2) and a.y_surrogate.shape == (3, 5, 1)
+  assert np.all(np.isfinite(a.x))
+  np.testing.assert_array_equal(a.x, b.x)
+  assert not np.allclose(a.x, c.x)
+  one = method.solve(model, jax.random.PRNGKey(3), targets[0], 7)
+  assert one.x.shape == (7, 2) and one.y_target.shape == (1,)
+
+
+def test_only_na_localizes_and_ranks(fitted):
+  target = np.array([0.5], np.float32)
+  for name in BASELINES:
+    sols = methods.get(name).solve(fitted[name], jax.random.PRNGKey(0),
+                                   target, 4)
+    if name == 'na':  # 10 starts per solution, 20 steps each
+      assert sols.gradient_steps_per_solution == 200
+      assert np.all(np.isfinite(sols.surrogate_error))
+    else:
+      assert sols.gradient_steps_per_solution == 0
+      assert np.all(np.isnan(sols.surrogate_error))
+      np.testing.assert_array_equal(sols.x, sols.x_posterior)
+
+
+def test_na_keeps_the_starts_its_surrogate_ranks_best(fitted):
+  model = fitted['na']
+
+  def solve(starts_per_solution, n):
+    config = ml_collections.ConfigDict(model.config.to_dict())
+    config.solve.localize_steps = 0  # no descent: ranking of the raw starts
+    config.na = ml_collections.ConfigDict(
+        {'solve': {'oversample': starts_per_solution}})
+    return methods.get('na').solve(model._replace(config=config),
+                                   jax.random.PRNGKey(5),
+                                   np.array([0.3], np.float32), n)
+
+  kept, starts = solve(8.0, 4), solve(1.0, 32)
+  assert starts.gradient_steps_per_solution == 0
+  np.testing.assert_allclose(np.sort(kept.surrogate_error),
+                             np.sort(starts.surrogate_error)[:4], rtol=1e-5)
+
+
+def test_na_descends_the_surrogate(fitted):
+  model = fitted['na']
+  target = np.array([0.3], np.float32)
+  sols = methods.get('na').solve(model, jax.random.PRNGKey(6), target, 64)
+  y = np.asarray(model.y_scaler.inverse(
+      model.net.apply(model.best_params,
+                      model.x_scaler.forward(jnp.asarray(sols.x_posterior)))))
+  before = np.mean(np.square(y - target))
+  assert np.mean(sols.surrogate_error) < 0.1 * before
+
+
+def test_na_boundary_loss_is_zero_inside_and_positive_outside(fitted):
+  lower, upper = fitted['na'].x_range
+  inside = lower + (upper - lower) * np.array([[0.1, 0.5], [0.9, 0.2]])
+  outside = np.array([upper + 0.1, lower - 0.3,
+                      [lower[0] - 0.2, 0.5 * (lower[1] + upper[1])]])
+  np.testing.assert_array_equal(
+      localization.boundary_loss(jnp.asarray(inside), lower, upper), 0.0)
+  assert np.all(np.asarray(localization.boundary_loss(
+      jnp.asarray(outside), lower, upper)) > 0)
+
+
+def test_mdn_log_likelihood_matches_scipy():
+  rng = np.random.default_rng(0)
+  n, k, d = 3, 4, 2
+  logits = rng.normal(size=(n, k))
+  mean = rng.normal(size=(n, k, d))
+  log_std = 0.3 * rng.normal(size=(n, k, d))
+  x = rng.normal(size=(n, d))
+  got = mdn.log_likelihood(*(jnp.asarray(a, jnp.float32)
+                             for a in (logits, mean, log_std, x)))
+  w = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+  want = [np.log(sum(w[i, j] * stats.multivariate_normal.pdf(
+      x[i], mean[i, j], np.diag(np.exp(2 * log_std[i, j])))
+      for j in range(k))) for i in range(n)]
+  np.testing.assert_allclose(got, want, rtol=1e-4)
+
+
+def test_mdn_samples_follow_the_mixture_weights():
+  net = mdn.MixtureNet(x_dim=1, y_dim=1, num_components=2, hidden=4,
+                       depth=1)
+  params = net.init(jax.random.PRNGKey(0), jnp.zeros((1, 1)))
+  # depth 1: one Dense layer y -> [logits (2), means (2), log-stds (2)].
+  kernel = np.zeros((1, 6), np.float32)
+  bias = np.array([np.log(0.25), np.log(0.75), -5.0, 5.0, -3.0, -3.0],
+                  np.float32)
+  params = {'params': {'MLP_0': {'Dense_0': {'kernel': kernel,
+                                             'bias': bias}}}}
+  x = np.asarray(mdn.sample(net, params, jax.random.PRNGKey(1),
+                            jnp.zeros((1, 1)), 4000, 'srs'))[0, :, 0]
+  assert abs(np.mean(x > 0) - 0.75) < 0.03
+  # log-std -3 through the documented soft clamp b * 2/pi * atan(s / b).
+  b = mdn.LOG_SIGMA_BOUND
+  want_std = np.exp(b * 2 / np.pi * np.arctan(-3.0 / b))
+  np.testing.assert_allclose(np.std(x[x > 0]), want_std, rtol=0.1)
+  np.testing.assert_allclose(np.std(x[x < 0]), want_std, rtol=0.1)
+  np.testing.assert_allclose(np.mean(x[x > 0]), 5.0, atol=0.02)
+
+
+def test_cvae_kl_matches_numerical_integration():
+  mean, log_var = 0.7, -0.4
+  sd = np.exp(0.5 * log_var)
+  p = stats.norm(mean, sd)
+  want = integrate.quad(
+      lambda t: p.pdf(t) * (p.logpdf(t) - stats.norm.logpdf(t)), -10, 10)[0]
+  got = cvae.kl_to_standard_normal(jnp.array([[mean, 0.0]]),
+                                   jnp.array([[log_var, 0.0]]))
+  np.testing.assert_allclose(got, [want], rtol=1e-5)
+
+
+def test_cinn_samples_invert_the_forward_map(fitted):
+  model = fitted['cinn']
+  y = jnp.array([[0.4]], jnp.float32)
+  x = methods.get('cinn').solve(model, jax.random.PRNGKey(2), np.array(
+      [0.4], np.float32), 16).x
+  x_std = model.x_scaler.forward(jnp.asarray(x))
+  z, _ = model.net.apply(model.best_params, x_std,
+                         jnp.repeat(model.y_scaler.forward(y), 16, 0))
+  back = model.net.apply(model.best_params, z,
+                         jnp.repeat(model.y_scaler.forward(y), 16, 0),
+                         method='inverse')[0]
+  np.testing.assert_allclose(back, x_std, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', BASELINES)
+def test_parameter_budget_matches_ipage(name):
+  config = _tiny_config()
+  spec = {s.name: s for s in baselines.SPECS}[name]
+  budget = common.param_budget(config, 2, 1)
+  net, cfg = common.build(spec, config, 2, 1)
+  count = common.count_params(spec, cfg, 2, 1, net.hidden)
+  # The closest width: one unit more or less moves away from the budget.
+  for other in (net.hidden - 1, net.hidden + 1):
+    assert abs(count - budget) <= abs(
+        common.count_params(spec, cfg, 2, 1, other) - budget)
+  assert abs(count - budget) < 0.1 * budget
+
+
+@pytest.mark.parametrize('name', BASELINES)
+def test_save_load_round_trip(fitted, name, tmp_path):
+  method, model = methods.get(name), fitted[name]
+  path = str(tmp_path / f'{name}.msgpack')
+  method.save(path, model)
+  loaded = method.load(path)
+  target = np.array([0.6], np.float32)
+  a = method.solve(model, jax.random.PRNGKey(8), target, 6)
+  b = method.solve(loaded, jax.random.PRNGKey(8), target, 6)
+  np.testing.assert_allclose(a.x, b.x, rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(loaded.history['loss'], model.history['loss'])
+  with pytest.raises(ValueError, match='holds a'):
+    methods.get('mdn' if name != 'mdn' else 'na').load(path)
+
+
+def test_method_sections_override_and_reject_unknown_settings():
+  config = _tiny_config()
+  config.mdn = ml_collections.ConfigDict({'num_components': 3,
+                                          'train': {'epochs': 2}})
+  spec = mdn.SPEC
+  cfg = common.method_config(spec, config)
+  assert cfg.num_components == 3
+  assert common.section(config, cfg, 'train').epochs == 2
+  assert common.section(config, cfg, 'train').batch_size == 64
+  config.mdn = ml_collections.ConfigDict({'components': 3})
+  with pytest.raises(ValueError, match='unknown setting mdn.components'):
+    common.method_config(spec, config)
+  config.mdn = ml_collections.ConfigDict({'train': {'epoch': 2}})
+  with pytest.raises(ValueError, match="unknown train setting 'epoch'"):
+    common.section(config, common.method_config(spec, config), 'train')
+
+
+def test_bad_input_is_refused(fitted):
+  x, y = _data(64)
+  y[3, 0] = np.nan
+  with pytest.raises(ValueError, match='NaN'):
+    methods.get('mdn').fit(jax.random.PRNGKey(0), x, y, _tiny_config())
+  with pytest.raises(ValueError, match='targets must have shape'):
+    methods.get('cvae').solve(fitted['cvae'], jax.random.PRNGKey(0),
+                              np.zeros((2, 2)), 3)
+  with pytest.warns(UserWarning, match='outside the training data'):
+    methods.get('cinn').solve(fitted['cinn'], jax.random.PRNGKey(0),
+                              np.array([50.0]), 3)
