@@ -13,8 +13,17 @@ trained on, the method's `fit` on the rest, then
     target; re-simulation error, diversity (mean pairwise distance) and
     time to solution (inference and localization seconds of a second, warm
     call: the first one compiles; its times are kept as `*_cold`).
-Re-simulation uses the task's simulator; tasks without one are skipped, and
-an oracle's figures are labelled "vs oracle".
+  r_T (Ren et al. 2020): `--rt_max` proposals for each of the first
+    `--rt_targets` held-out targets; the best re-simulation error among the
+    first T, averaged over targets (methods with a surrogate propose
+    best-first by it, as NA keeps its best T);
+  steps to accuracy: for methods that localize (ipage, na), protocol B again
+    at every localization budget of `--steps_grid`; the report says how many
+    surrogate gradient evaluations per solution each needs to reach the
+    other's final error.
+Every run also records the parameter count and the gradient evaluations per
+solution. Re-simulation uses the task's simulator; tasks without one are
+skipped, and an oracle's figures are labelled "vs oracle".
 
 Models are cached in `workdir/models/<task>/<method>/seed<s>.msgpack` with a
 fingerprint (`seed<s>.json`: config, data shape, split); a rerun with the
@@ -24,10 +33,10 @@ once per task and seed. Interrupted training resumes from
 
 Writes (atomically, after every run) `workdir/results.json` (every number of
 every seed), `workdir/results.md` (tables: rows = methods, columns = tasks,
-cells mean +- sample standard deviation over seeds) and
-`workdir/time_to_solution.png`. `--seeds` is a count (`5`: seeds 0-4) or a
+cells mean +- sample standard deviation over seeds),
+`workdir/time_to_solution.png`, `r_t.png` and `steps_to_accuracy.png`. `--seeds` is a count (`5`: seeds 0-4) or a
 list (`0,3,7`). `--quick` uses the tasks' tiny settings and, unless given,
-100 targets and 100 solutions. `--workdir`, `--num_solutions`, `--epochs`,
+100 targets, 100 solutions and r_T on 20 targets up to T = 10. `--workdir`, `--num_solutions`, `--epochs`,
 `--sampler` and `--quick` are the per-task scripts' flags; their `--method`,
 `--target`, `--target_file`, `--seed` and `--reuse_checkpoint` do not apply.
 """
@@ -65,9 +74,17 @@ flags.DEFINE_list('methods', ['ipage', 'inn'],
 flags.DEFINE_list('seeds', ['5'], 'A count n (seeds 0..n-1) or a list.')
 flags.DEFINE_integer('num_targets', 1000,
                      'Protocol A: held-out targets, one solution each.')
+flags.DEFINE_integer('rt_targets', 100,
+                     'r_T: held-out targets (the first of protocol A).')
+flags.DEFINE_integer('rt_max', 50, 'r_T: proposals per target (largest T).')
+flags.DEFINE_list('steps_grid', ['0', '10', '30', '100', '300', '1000'],
+                  'Localization steps at which methods that localize are '
+                  're-run on protocol B (the steps-to-accuracy curve); '
+                  'empty: skip.')
 
 FLAGS = flags.FLAGS
 QUICK_SIZE = 100          # protocol sizes under --quick (unless given)
+QUICK_RT = (20, 10)       # r_T targets and largest T under --quick
 _NOT_USED = ('method', 'target', 'target_file', 'seed', 'reuse_checkpoint')
 # (results key, table title) of the tables in results.md.
 TABLES = (
@@ -79,7 +96,14 @@ TABLES = (
     ('protocol_b/total_s', 'Time to solution [s], protocol B (inference + '
      'localization, warm)'),
     ('protocol_b/diversity', 'Diversity, protocol B (mean pairwise distance)'),
+    ('protocol_b/gradient_steps_per_solution',
+     'Surrogate gradient evaluations per solution, protocol B (localization '
+     'steps x candidates per kept solution)'),
+    ('r_t/last', 'r_T at the largest T (best re-simulation error of T '
+     'proposals per target, Ren et al. 2020)'),
+    ('num_params', 'Trainable parameters'),
 )
+R_T_SIZES = (1, 2, 5, 10, 20, 50, 100, 200)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +112,9 @@ class Settings:
   workdir: str
   num_targets: int
   num_solutions: int
+  rt_targets: int = 0            # 0: no r_T curve
+  rt_max: int = 1
+  steps_grid: tuple[int, ...] = ()
 
 
 def parse_seeds(values: Sequence[str]) -> list[int]:
@@ -230,7 +257,8 @@ def evaluate(task: tasks.Task, method: methods.Method, model,
   a = _resim(task, metrics.protocol_a_error(task.simulate, x_a, y_heldout))
   a.update(num_targets=num_targets, inference_s=sols.inference_s,
            localization_s=sols.localization_s,
-           surrogate_error=float(np.mean(sols.surrogate_error)))
+           surrogate_error=float(np.mean(sols.surrogate_error)),
+           gradient_steps_per_solution=sols.gradient_steps_per_solution)
 
   target = np.asarray(task.default_target, np.float32)
   cold = method.solve(model, key_b, target, num_solutions, sampler)
@@ -243,9 +271,76 @@ def evaluate(task: tasks.Task, method: methods.Method, model,
            total_s=tts.total_s, inference_s_cold=cold.inference_s,
            localization_s_cold=cold.localization_s,
            surrogate_error=float(np.mean(sols.surrogate_error)),
+           gradient_steps_per_solution=sols.gradient_steps_per_solution,
            diversity=float(metrics.diversity(jnp.asarray(x_b[:2000])))
            if num_solutions > 1 else float('nan'))
   return {'protocol_a': a, 'protocol_b': b}
+
+
+def r_t_record(task: tasks.Task, method: methods.Method, model,
+               key: jax.Array, y_targets: np.ndarray, t_max: int,
+               sampler: str) -> dict:
+  """The r_T curve (Ren et al. 2020) of one model on (R, M) targets.
+
+  Each target gets `t_max` proposals in one batched call. A method with a
+  surrogate proposes its candidates best-first by the surrogate's error (as
+  NA keeps its best T); the others in the order drawn. r_T is the mean over
+  targets of the smallest re-simulation error among the first T.
+
+  Returns:
+    {'t': [T...], 'r_t': [r_T...], 'last': r_T at T = t_max}.
+  """
+  sols = method.solve(model, key, y_targets, t_max, sampler)
+  num_targets = y_targets.shape[0]
+  targets = np.repeat(y_targets, t_max, axis=0)
+  err = metrics.resimulation_error(
+      task.simulate, np.asarray(sols.x).reshape(-1, task.x_dim), targets)
+  err = np.asarray(err.per_sample).reshape(num_targets, t_max)
+  ranking = np.asarray(sols.surrogate_error)
+  if np.all(np.isfinite(ranking)):
+    err = np.take_along_axis(err, np.argsort(ranking, axis=1), axis=1)
+  ts = [t for t in R_T_SIZES if t < t_max] + [t_max]
+  values = np.asarray(metrics.r_t_curve(jnp.asarray(err), ts))
+  return {'t': ts, 'r_t': values.tolist(), 'last': float(values[-1])}
+
+
+def steps_record(task: tasks.Task, method: methods.Method, model,
+                 key: jax.Array, config: ml_collections.ConfigDict,
+                 num_solutions: int, sampler: str,
+                 grid: Sequence[int]) -> Optional[dict]:
+  """Protocol-B error against the localization budget (None: no localization).
+
+  For every step count of `grid` the method solves the default target
+  again with `solve.localize_steps` set to it (its learning-rate schedule
+  spans those steps), twice: the second call's wall time is kept.
+
+  Returns:
+    {'steps': grid, 'gradient_steps_per_solution': [...],
+     'resimulation_error': [...], 'total_s': [...]}, or None for a method
+    that does not localize.
+  """
+  target = np.asarray(task.default_target, np.float32)
+  out = {'steps': list(grid), 'gradient_steps_per_solution': [],
+         'resimulation_error': [], 'total_s': []}
+  for steps in grid:
+    solve_cfg = ml_collections.ConfigDict(config.solve.to_dict())
+    solve_cfg.localize_steps = int(steps)
+    for _ in range(2):
+      sols = method.solve(model, key, target, num_solutions, sampler,
+                          solve_config=solve_cfg)
+    if steps > 0 and sols.gradient_steps_per_solution == 0:
+      return None
+    err = metrics.protocol_b_error(task.simulate, np.asarray(sols.x), target)
+    out['gradient_steps_per_solution'].append(
+        sols.gradient_steps_per_solution)
+    out['resimulation_error'].append(float(err.mean))
+    out['total_s'].append(sols.inference_s + sols.localization_s)
+  return out
+
+
+def num_params(model) -> int:
+  """Trainable parameters of a fitted model of any method."""
+  return int(model.num_params)
 
 
 def task_data(task: tasks.Task, config: ml_collections.ConfigDict,
@@ -309,8 +404,20 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                                 name=label)
         run = {'task': name, 'method': method.name, 'seed': seed,
                'sampler': sampler, 'train_rows': len(train), **fit}
-        run.update(evaluate(task, method, model, key_eval, y[held],
+        key_protocols, key_rt, key_steps = jax.random.split(key_eval, 3)
+        run.update(evaluate(task, method, model, key_protocols, y[held],
                             settings.num_solutions, sampler))
+        run['num_params'] = num_params(model)
+        if settings.rt_targets:
+          run['r_t'] = r_t_record(task, method, model, key_rt,
+                                  y[held][:settings.rt_targets],
+                                  settings.rt_max, sampler)
+        if settings.steps_grid:
+          curve = steps_record(task, method, model, key_steps, config_s,
+                               settings.num_solutions, sampler,
+                               settings.steps_grid)
+          if curve is not None:
+            run['steps_curve'] = curve
         logging.info('%s: Q_A = %.3g, Q_B = %.3g, time %.3g s', label,
                      run['protocol_a']['resimulation_error'],
                      run['protocol_b']['resimulation_error'],
@@ -324,8 +431,11 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
 
 
 def _value(run: dict, key: str):
+  """The number at '/'-separated `key` in a run record (None: absent)."""
   value = run
   for part in key.split('/'):
+    if not isinstance(value, dict) or part not in value:
+      return None
     value = value[part]
   return value
 
@@ -362,8 +472,9 @@ def format_table(runs: Sequence[dict], key: str,
   lines = ['| method | ' + ' | '.join(column_label(t) for t in task_list)
            + ' |', '|---' * (len(task_list) + 1) + '|']
   for m in method_names:
-    cells = [format_cell([_value(r, key) for r in runs
-                          if r['method'] == m and r['task'] == t.name])
+    cells = [format_cell([v for r in runs
+                          if r['method'] == m and r['task'] == t.name
+                          and (v := _value(r, key)) is not None])
              for t in task_list]
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -389,7 +500,93 @@ def format_report(results: dict, task_list: Sequence[tasks.Task]) -> str:
   for skip in results['skipped']:
     out.append(f"Skipped {skip['task']}: {skip['reason']}.")
   out += ['', '![time to solution](time_to_solution.png)', '']
+  if any('r_t' in r for r in runs):
+    out += ['## r_T curves', '', '![r_T](r_t.png)', '']
+  comparison = steps_comparison(runs, task_list)
+  if comparison:
+    out += ['## Localization budget to reach a given error (protocol B)', '',
+            'Surrogate gradient evaluations per solution (steps x '
+            'candidates per kept solution) that each method needs to reach '
+            "the other's final error, read off the mean curve over seeds "
+            '(first grid point at or below it; ">" = not reached on the '
+            'grid).', '', *comparison, '',
+            '![steps to accuracy](steps_to_accuracy.png)', '']
   return '\n'.join(out)
+
+
+def mean_curve(runs: Sequence[dict], task: str, method: str, key: str,
+               x_key: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
+  """(x, mean over seeds of y) of the runs' `key` curves, or None."""
+  curves = [r[key] for r in runs if r['task'] == task
+            and r['method'] == method and key in r]
+  if not curves:
+    return None
+  x = np.asarray(curves[0][x_key], float)
+  y_name = 'r_t' if key == 'r_t' else 'resimulation_error'
+  return x, np.mean([np.asarray(c[y_name], float) for c in curves], axis=0)
+
+
+def budget_to_reach(curve: tuple[np.ndarray, np.ndarray],
+                    level: float) -> Optional[float]:
+  """The smallest budget on the curve whose error is <= level (None: none)."""
+  budget, error = curve
+  hits = np.flatnonzero(error <= level)
+  return float(budget[hits[0]]) if hits.size else None
+
+
+def steps_comparison(runs: Sequence[dict],
+                     task_list: Sequence[tasks.Task]) -> list[str]:
+  """Markdown rows: iPage vs NA budgets to reach each other's final error."""
+  lines = []
+  for t in task_list:
+    curves = {m: mean_curve(runs, t.name, m, 'steps_curve',
+                            'gradient_steps_per_solution')
+              for m in ('ipage', 'na')}
+    if any(c is None for c in curves.values()):
+      continue
+    if not lines:
+      lines = ['| task | NA final Q | iPage steps to it | NA steps | ratio | '
+               'iPage final Q | NA steps to it | iPage steps |',
+               '|---|---|---|---|---|---|---|---|']
+    cells = [column_label(t)]
+    for a, b in (('ipage', 'na'), ('na', 'ipage')):
+      level = float(curves[b][1][-1])
+      need = budget_to_reach(curves[a], level)
+      own = float(curves[b][0][-1])
+      if need is None:
+        need_text, ratio = f'> {curves[a][0][-1]:.0f}', '–'
+      else:
+        need_text = f'{need:.0f}'
+        ratio = f'{own / need:.1f}x' if need > 0 else 'at 0 steps'
+      cells += [f'{level:.2e}', need_text, f'{own:.0f}']
+      if a == 'ipage':
+        cells.append(ratio)
+    lines.append('| ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def curve_figure(results: dict, task_list: Sequence[tasks.Task], key: str):
+  """r_T (key='r_t') or steps-to-accuracy ('steps_curve') figure, or None."""
+  x_key = 't' if key == 'r_t' else 'gradient_steps_per_solution'
+  panels = {}
+  for t in task_list:
+    lines = {}
+    for m in results['settings']['methods']:
+      curve = mean_curve(results['runs'], t.name, m, key, x_key)
+      if curve is not None:
+        lines[m] = curve
+    if lines:
+      panels[column_label(t)] = lines
+  if not panels:
+    return None
+  if key == 'r_t':
+    return plotting.curves(panels, xlabel='T (proposals per target)',
+                           ylabel='r_T', title='Best of T re-simulation '
+                           'error (mean over seeds)')
+  return plotting.curves(panels, xlabel='gradient evaluations per solution',
+                         ylabel='re-simulation error (protocol B)',
+                         title='Error against localization budget (mean '
+                         'over seeds; 0 steps not drawn)')
 
 
 def time_figure(results: dict, task_list: Sequence[tasks.Task]):
@@ -417,10 +614,15 @@ def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   runner.write_atomic(os.path.join(workdir, 'results.md'),
                       format_report(results, task_list).encode())
   if task_list:
-    path = os.path.join(workdir, 'time_to_solution.png')
-    tmp = os.path.join(workdir, '.tmp-time_to_solution.png')
-    time_figure(results, task_list).savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    figures = {'time_to_solution.png': time_figure(results, task_list),
+               'r_t.png': curve_figure(results, task_list, 'r_t'),
+               'steps_to_accuracy.png': curve_figure(results, task_list,
+                                                     'steps_curve')}
+    for name, fig in figures.items():
+      if fig is not None:
+        tmp = os.path.join(workdir, f'.tmp-{name}')
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, os.path.join(workdir, name))
 
 
 def resolve_jobs() -> tuple[dict, list, list, Settings]:
@@ -456,7 +658,26 @@ def resolve_jobs() -> tuple[dict, list, list, Settings]:
     except ImportError as e:
       raise runner.UsageError(f'task {name!r} is not available: {e}')
     jobs[name] = (run.task, run.config, run.sampler)
-  settings = Settings(FLAGS.workdir, num_targets, num_solutions)
+  rt_targets, rt_max = FLAGS.rt_targets, FLAGS.rt_max
+  if FLAGS.quick:
+    if not FLAGS['rt_targets'].present:
+      rt_targets = min(QUICK_RT[0], num_targets)
+    if not FLAGS['rt_max'].present:
+      rt_max = QUICK_RT[1]
+  if not 0 <= rt_targets <= num_targets:
+    raise runner.UsageError(f'--rt_targets must lie in [0, --num_targets='
+                            f'{num_targets}], got {rt_targets}')
+  if rt_max < 1:
+    raise runner.UsageError(f'--rt_max must be >= 1, got {rt_max}')
+  try:
+    steps_grid = tuple(int(v) for v in FLAGS.steps_grid)
+  except ValueError:
+    raise runner.UsageError(f'--steps_grid must be integers, got '
+                            f'{FLAGS.steps_grid}')
+  if any(v < 0 for v in steps_grid):
+    raise runner.UsageError(f'--steps_grid must be >= 0, got {steps_grid}')
+  settings = Settings(FLAGS.workdir, num_targets, num_solutions, rt_targets,
+                      rt_max, steps_grid)
   return jobs, method_list, seeds, settings
 
 

@@ -103,6 +103,11 @@ class Model(NamedTuple):
   history: dict
   diverged: bool = False
 
+  @property
+  def num_params(self) -> int:
+    """Trainable scalars of the INN."""
+    return flows.num_params(self.params)
+
   def surrogate(self, x: Array) -> Array:
     """f_y in original units: (n, D) designs -> (n, M) properties."""
     x_std = self.x_scaler.forward(x)

@@ -253,6 +253,42 @@ def time_to_solution(times: Mapping[str, Mapping[str, Sequence[float]]],
   return fig
 
 
+def curves(panels: Mapping[str, Mapping[str, tuple[Sequence[float],
+                                                  Sequence[float]]]],
+           *, xlabel: str, ylabel: str, logx: bool = True,
+           logy: bool = True, title: Optional[str] = None) -> Figure:
+  """Line plots, one panel per key, one line per method (r_T, steps).
+
+  Args:
+    panels: panel title (e.g. a task) -> method -> (x values, y values).
+    xlabel / ylabel: axis labels.
+    logx / logy: logarithmic axes (non-positive values are not drawn).
+    title: figure title.
+  """
+  if not panels:
+    raise ValueError('panels is empty')
+  fig, axes = _panel_axes(len(panels), (3.4, 3.0))
+  for ax, (name, lines) in zip(axes, panels.items()):
+    for method, (xs, ys) in lines.items():
+      xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+      keep = np.isfinite(xs) & np.isfinite(ys)
+      if logx:
+        keep &= xs > 0
+      if logy:
+        keep &= ys > 0
+      ax.plot(xs[keep], ys[keep], marker='o', ms=3, label=method)
+    ax.set_xscale('log' if logx else 'linear')
+    ax.set_yscale('log' if logy else 'linear')
+    ax.set_title(name, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+  axes[0].set_ylabel(ylabel, fontsize=8)
+  axes[0].legend(fontsize=7)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
 def marginals(samples: Mapping[str, np.ndarray], names: Sequence[str], *,
               bins: int = 30, title: Optional[str] = None) -> Figure:
   """Per-parameter histograms of several (n_k, D) sample sets, overlaid.

@@ -143,8 +143,9 @@ def smoke(tmp_path_factory):
     return m._replace(fit=wrapped[m.fit])
 
   args = ['prog', f'--workdir={workdir}', '--tasks=sinewave',
-          '--methods=ipage,inn', '--seeds=1', '--quick', '--epochs=1',
-          '--num_targets=8', '--num_solutions=8']
+          '--methods=ipage,inn,na', '--seeds=1', '--quick', '--epochs=1',
+          '--num_targets=8', '--num_solutions=8', '--rt_max=4',
+          '--steps_grid=0,3']
   fits, outputs = [], []
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(methods, 'get', counting_get)
@@ -164,12 +165,26 @@ def smoke(tmp_path_factory):
 def test_harness_writes_finite_results(smoke):
   workdir, _, outputs = smoke
   for name in ('results.json', 'results.md', 'time_to_solution.png',
+               'r_t.png', 'steps_to_accuracy.png',
                'models/sinewave/ipage/seed0.msgpack',
-               'models/sinewave/inn/seed0.msgpack'):
+               'models/sinewave/inn/seed0.msgpack',
+               'models/sinewave/na/seed0.msgpack'):
     assert (workdir / name).exists(), name
   results = outputs[-1]
   assert [(r['method'], r['seed']) for r in results['runs']] == [
-      ('ipage', 0), ('inn', 0)]
+      ('ipage', 0), ('inn', 0), ('na', 0)]
+  by_method = {r['method']: r for r in results['runs']}
+  # r_T: 8 targets (quick default capped by --num_targets), T = 1, 2, 4.
+  for r in results['runs']:
+    assert r['r_t']['t'] == [1, 2, 4]
+    assert np.all(np.diff(r['r_t']['r_t']) <= 1e-12)  # more proposals help
+    assert r['num_params'] > 0
+  # Only the methods that localize have a steps curve; NA spends 10 starts x
+  # 3 steps per solution at the second grid point.
+  assert 'steps_curve' not in by_method['inn']
+  assert by_method['na']['steps_curve']['gradient_steps_per_solution'] == [
+      0, 30]
+  assert by_method['inn']['protocol_b']['gradient_steps_per_solution'] == 0
   for r in results['runs']:
     assert r['protocol_a']['num_targets'] == 8
     assert r['protocol_b']['num_solutions'] == 8
@@ -179,13 +194,14 @@ def test_harness_writes_finite_results(smoke):
     assert np.isfinite(r['protocol_b']['diversity'])
   md = (workdir / 'results.md').read_text()
   assert '## Table 2' in md and '## Table 3' in md
-  assert '| ipage | ' in md and '| inn | ' in md
+  assert '| ipage | ' in md and '| inn | ' in md and '| na | ' in md
+  assert '## Localization budget to reach a given error' in md
 
 
 def test_harness_trains_once_and_reuses_models(smoke):
   _, fits, outputs = smoke
-  assert fits == [1, 1]  # ipage and inn share one fit; the rerun loads it
-  assert [r['source'] for r in outputs[1]['runs']] == ['cache', 'cache']
+  assert fits == [2, 2]  # ipage and inn share one fit; the rerun loads all
+  assert [r['source'] for r in outputs[1]['runs']] == ['cache'] * 3
   for first, second in zip(outputs[0]['runs'], outputs[1]['runs']):
     assert (first['protocol_a']['resimulation_error']
             == second['protocol_a']['resimulation_error'])
@@ -204,3 +220,26 @@ def test_bad_flags_stop_before_writing(tmp_path):
       runner.FLAGS.unparse_flags()
     assert e.value.code == 2, bad
   assert not workdir.exists()
+
+
+def test_steps_comparison_reads_budgets_off_the_mean_curves():
+  curve = (np.array([0.0, 100.0, 1000.0]), np.array([0.5, 0.01, 0.001]))
+  assert benchmark.budget_to_reach(curve, 0.02) == 100.0
+  assert benchmark.budget_to_reach(curve, 0.5) == 0.0
+  assert benchmark.budget_to_reach(curve, 1e-4) is None
+
+  def run(method, seed, budgets, errors):
+    return {'task': 'sinewave', 'method': method, 'seed': seed,
+            'steps_curve': {'gradient_steps_per_solution': budgets,
+                            'resimulation_error': errors}}
+
+  runs = [run('ipage', 0, [0, 120, 1200], [0.2, 0.004, 0.001]),
+          run('ipage', 1, [0, 120, 1200], [0.4, 0.006, 0.003]),
+          run('na', 0, [0, 1000, 10000], [0.9, 0.02, 0.005])]
+  (_, _, row,) = benchmark.steps_comparison(runs, [tasks.get('sinewave')])
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  # NA's final Q 0.005 is reached by iPage's mean curve (0.3, 0.005, 0.002)
+  # at 120 steps: 10000 / 120 = 83.3x fewer; iPage's final 0.002 is never
+  # reached by NA on its grid.
+  assert cells == ['sinewave', '5.00e-03', '120', '10000', '83.3x',
+                   '2.00e-03', '> 10000', '1200']
