@@ -369,7 +369,16 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
   """
   info = dict(dataclasses.asdict(settings), tasks=list(jobs),
               seeds=list(seeds), methods=[m.name for m in method_list])
-  results = {'settings': info, 'runs': [], 'skipped': []}
+  digests = {name: config_digest(job[1]) for name, job in jobs.items()}
+  kept = earlier_runs(settings, digests,
+                      {(t, m.name, s) for t in jobs for m in method_list
+                       for s in seeds})
+  for key, values in (('tasks', [r['task'] for r in kept]),
+                      ('methods', [r['method'] for r in kept]),
+                      ('seeds', [r['seed'] for r in kept])):
+    info[key] = list(dict.fromkeys(info[key] + list(values)))
+  info['seeds'] = sorted(info['seeds'])
+  results = {'settings': info, 'runs': list(kept), 'skipped': []}
   runnable = {}
   for name, job in jobs.items():
     if job[0].simulate is None:
@@ -377,6 +386,8 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
       logging.warning('Skipping %s: it has no simulator', name)
     else:
       runnable[name] = job
+  task_map = {n: runnable[n][0] if n in runnable else tasks.get(n)
+              for n in info['tasks'] if n in runnable or n not in jobs}
   total = len(runnable) * len(seeds) * len(method_list)
   count = 0
   for name, (task, config, sampler) in runnable.items():
@@ -403,7 +414,8 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                                 config_s, path, fingerprint, donors=donors,
                                 name=label)
         run = {'task': name, 'method': method.name, 'seed': seed,
-               'sampler': sampler, 'train_rows': len(train), **fit}
+               'sampler': sampler, 'train_rows': len(train),
+               'config_digest': digests[name], **fit}
         key_protocols, key_rt, key_steps = jax.random.split(key_eval, 3)
         run.update(evaluate(task, method, model, key_protocols, y[held],
                             settings.num_solutions, sampler))
@@ -423,11 +435,39 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                      run['protocol_b']['resimulation_error'],
                      run['protocol_b']['total_s'])
         results['runs'].append(run)
-        write_outputs(settings.workdir, results,
-                      {n: j[0] for n, j in runnable.items()})
+        write_outputs(settings.workdir, results, task_map)
   if not results['runs']:
     write_outputs(settings.workdir, results, {})
   return results
+
+
+def config_digest(config: ml_collections.ConfigDict) -> str:
+  """A short hash of a task's settings (runs with equal digests compare)."""
+  text = json.dumps(_as_json(config.to_dict()), sort_keys=True)
+  return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def earlier_runs(settings: Settings, digests: dict, redo: set) -> list:
+  """Runs of an earlier invocation in the same workdir that still count.
+
+  A run is kept when that invocation had the same protocol settings, its
+  task's config is unchanged (or the task is not re-run now) and it is not
+  one of the (task, method, seed) runs of this invocation (`redo`), so
+  `--seeds=0` then `--seeds=1` give a table over both seeds.
+  """
+  old = _read_json(os.path.join(settings.workdir, 'results.json'))
+  if not old:
+    return []
+  mine = _as_json(dataclasses.asdict(settings))
+  theirs = {k: old['settings'].get(k) for k in mine}
+  if theirs != mine:
+    logging.info('Earlier results in %s used other protocol settings; '
+                 'they are replaced', settings.workdir)
+    return []
+  return [r for r in old['runs']
+          if (r['task'], r['method'], r['seed']) not in redo
+          and r.get('config_digest') == digests.get(
+              r['task'], r.get('config_digest'))]
 
 
 def _value(run: dict, key: str):

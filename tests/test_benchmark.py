@@ -1,5 +1,6 @@
 """Benchmark harness: tables, model cache, and a tiny end-to-end run."""
 
+import dataclasses
 import json
 import os
 
@@ -243,3 +244,26 @@ def test_steps_comparison_reads_budgets_off_the_mean_curves():
   # reached by NA on its grid.
   assert cells == ['sinewave', '5.00e-03', '120', '10000', '83.3x',
                    '2.00e-03', '> 10000', '1200']
+
+
+def test_later_invocations_add_seeds_to_the_table(smoke):
+  workdir, _, outputs = smoke
+  settings = benchmark.Settings(
+      **{k: (tuple(v) if k == 'steps_grid' else v)
+         for k, v in outputs[-1]['settings'].items()
+         if k in ('workdir', 'num_targets', 'num_solutions', 'rt_targets',
+                  'rt_max', 'steps_grid')})
+  digest = outputs[-1]['runs'][0]['config_digest']
+  runs = outputs[-1]['runs']
+  # Another seed of the same task and config keeps all earlier runs ...
+  kept = benchmark.earlier_runs(settings, {'sinewave': digest},
+                                {('sinewave', 'ipage', 1)})
+  assert kept == runs
+  # ... a rerun of a (task, method, seed) replaces that run ...
+  kept = benchmark.earlier_runs(settings, {'sinewave': digest},
+                                {('sinewave', 'na', 0)})
+  assert [r['method'] for r in kept] == ['ipage', 'inn']
+  # ... and a changed task config or protocol drops them.
+  assert benchmark.earlier_runs(settings, {'sinewave': 'other'}, set()) == []
+  other = dataclasses.replace(settings, num_solutions=9)
+  assert benchmark.earlier_runs(other, {'sinewave': digest}, set()) == []
