@@ -71,7 +71,8 @@ flags.DEFINE_list('tasks', ['sinewave', 'robot_arm', 'ballistics'],
                   f'Tasks, from {tasks.NAMES}.')
 flags.DEFINE_list('methods', ['ipage', 'inn'],
                   'Methods (any registered name, see ipage_jax.methods).')
-flags.DEFINE_list('seeds', ['5'], 'A count n (seeds 0..n-1) or a list.')
+flags.DEFINE_list('seeds', ['5'], 'A count n (seeds 0..n-1), a list, '
+                  'or ranges a-b (inclusive; 3-3 is seed 3 alone).')
 flags.DEFINE_integer('num_targets', 1000,
                      'Protocol A: held-out targets, one solution each.')
 flags.DEFINE_integer('rt_targets', 100,
@@ -118,17 +119,25 @@ class Settings:
 
 
 def parse_seeds(values: Sequence[str]) -> list[int]:
-  """`['5']` -> [0, ..., 4]; `['0', '3']` -> [0, 3]."""
+  """`['5']` -> [0, ..., 4]; `['0', '3']` -> [0, 3]; `['2-4']` -> [2, 3, 4]."""
+  if len(values) == 1 and '-' not in values[0]:
+    try:
+      count = int(values[0])
+    except ValueError:
+      raise runner.UsageError(f'--seeds must be integers, got {values}')
+    if count < 1:
+      raise runner.UsageError(f'--seeds count must be >= 1, got {count}')
+    return list(range(count))
+  seeds = []
   try:
-    seeds = [int(v) for v in values]
+    for v in values:
+      first, _, last = v.partition('-')
+      seeds += list(range(int(first), int(last or first) + 1))
   except ValueError:
-    raise runner.UsageError(f'--seeds must be integers, got {values}')
-  if len(seeds) == 1:
-    if seeds[0] < 1:
-      raise runner.UsageError(f'--seeds count must be >= 1, got {seeds[0]}')
-    return list(range(seeds[0]))
+    raise runner.UsageError(f'--seeds must be integers or ranges a-b, got '
+                            f'{values}')
   if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-    raise runner.UsageError(f'--seeds must be distinct and >= 0: {seeds}')
+    raise runner.UsageError(f'--seeds must be distinct and >= 0: {values}')
   return seeds
 
 

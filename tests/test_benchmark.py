@@ -62,6 +62,8 @@ def test_oracle_columns_are_labelled():
 def test_parse_seeds_and_holdout_split():
   assert benchmark.parse_seeds(['3']) == [0, 1, 2]
   assert benchmark.parse_seeds(['4', '9']) == [4, 9]
+  assert benchmark.parse_seeds(['2-2']) == [2]
+  assert benchmark.parse_seeds(['0', '3-5']) == [0, 3, 4, 5]
   for bad in (['0'], ['a'], ['1', '1']):
     with pytest.raises(runner.UsageError):
       benchmark.parse_seeds(bad)
