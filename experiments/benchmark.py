@@ -60,7 +60,10 @@ import ml_collections
 import numpy as np
 
 from experiments import architected as architected_script
+from experiments import ballistics as ballistics_script
 from experiments import runner
+from ipage_jax.tasks import robot_arm as robot_arm_task
+from ipage_jax.tasks import sinewave as sinewave_task
 from ipage_jax import data as data_lib
 from ipage_jax import methods
 from ipage_jax import metrics
@@ -244,7 +247,7 @@ def _resim(task: tasks.Task, err: metrics.ResimulationError) -> dict:
 
 def evaluate(task: tasks.Task, method: methods.Method, model,
              key: jax.Array, y_heldout: np.ndarray, num_solutions: int,
-             sampler: str) -> dict:
+             sampler: str, solutions_b: Optional[list] = None) -> dict:
   """Protocols A and B of one fitted model.
 
   Args:
@@ -255,10 +258,13 @@ def evaluate(task: tasks.Task, method: methods.Method, model,
     y_heldout: (T, M) protocol-A targets.
     num_solutions: N, protocol-B solutions for `task.default_target`.
     sampler: latent sampler name.
+    solutions_b: a list that receives the protocol-B [x, x_posterior]
+      ((N, D) each, original units).
 
   Returns:
     {'protocol_a': {...}, 'protocol_b': {...}} of floats and ints.
   """
+  solutions_b = [] if solutions_b is None else solutions_b
   key_a, key_b = jax.random.split(key)
   num_targets = y_heldout.shape[0]
   sols = method.solve(model, key_a, y_heldout, 1, sampler)
@@ -273,6 +279,7 @@ def evaluate(task: tasks.Task, method: methods.Method, model,
   cold = method.solve(model, key_b, target, num_solutions, sampler)
   sols = method.solve(model, key_b, target, num_solutions, sampler)
   x_b = np.asarray(sols.x).reshape(num_solutions, task.x_dim)
+  solutions_b[:] = [x_b, np.asarray(sols.x_posterior).reshape(x_b.shape)]
   b = _resim(task, metrics.protocol_b_error(task.simulate, x_b, target))
   tts = metrics.TimeToSolution(sols.inference_s, sols.localization_s)
   b.update(num_solutions=num_solutions, target=target.tolist(),
@@ -426,8 +433,12 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                'sampler': sampler, 'train_rows': len(train),
                'config_digest': digests[name], **fit}
         key_protocols, key_rt, key_steps = jax.random.split(key_eval, 3)
+        solutions_b = []
         run.update(evaluate(task, method, model, key_protocols, y[held],
-                            settings.num_solutions, sampler))
+                            settings.num_solutions, sampler, solutions_b))
+        path = solutions_path(settings.workdir, name, method.name, seed)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        runner.write_npz(path, x=solutions_b[0], x_posterior=solutions_b[1])
         run['num_params'] = num_params(model)
         if settings.rt_targets:
           run['r_t'] = r_t_record(task, method, model, key_rt,
@@ -549,6 +560,9 @@ def format_report(results: dict, task_list: Sequence[tasks.Task]) -> str:
   for skip in results['skipped']:
     out.append(f"Skipped {skip['task']}: {skip['reason']}.")
   out += ['', '![time to solution](time_to_solution.png)', '']
+  for t in task_list:
+    if t.name in ('sinewave', 'robot_arm', 'ballistics'):
+      out += [f'![{t.name} solutions](solutions_{t.name}.png)', '']
   if any('r_t' in r for r in runs):
     out += ['## r_T curves', '', '![r_T](r_t.png)', '']
   comparison = steps_comparison(runs, task_list)
@@ -655,6 +669,60 @@ def time_figure(results: dict, task_list: Sequence[tasks.Task]):
       times, title=f'Time to {n} solutions (protocol B, mean over seeds)')
 
 
+def solutions_path(workdir: str, task: str, method: str, seed: int) -> str:
+  """Protocol-B solutions of one run (npz: x, x_posterior)."""
+  return os.path.join(workdir, 'solutions', task, f'{method}_seed{seed}.npz')
+
+
+def _lowest_seed_solutions(workdir: str, task: str, method: str):
+  folder = os.path.join(workdir, 'solutions', task)
+  prefix = f'{method}_seed'
+  seeds = sorted(int(f[len(prefix):-4]) for f in
+                 (os.listdir(folder) if os.path.isdir(folder) else [])
+                 if f.startswith(prefix) and f.endswith('.npz'))
+  if not seeds:
+    return None
+  with np.load(solutions_path(workdir, task, method, seeds[0])) as f:
+    return seeds[0], f['x'], f['x_posterior']
+
+
+def solutions_figure(workdir: str, task: tasks.Task,
+                     method_names: Sequence[str]):
+  """Protocol-B solutions of every method side by side (paper Fig. 4).
+
+  One panel per method (its lowest seed), drawn as the task's scripts do:
+  sinewave points over the level set, robot arms, ballistic flight paths.
+  None for other tasks or when no solutions are saved.
+  """
+  found = {m: _lowest_seed_solutions(workdir, task.name, m)
+           for m in method_names}
+  found = {m: v for m, v in found.items() if v is not None}
+  if not found or task.name not in ('sinewave', 'robot_arm', 'ballistics'):
+    return None
+  target = np.asarray(task.default_target, np.float32)
+  label = lambda m: f'{m} (seed {found[m][0]})'
+  title = f'{task.name}: protocol-B solutions for y* = {target.tolist()}'
+  if task.name == 'sinewave':
+    panels = {}
+    for m, (_, x, x_post) in found.items():
+      q = float(np.mean((np.asarray(task.simulate(x))[:, 0] - target[0])
+                        ** 2))
+      panels[('', label(m))] = {
+          'x': x, 'x_posterior': None if np.array_equal(x, x_post)
+          else x_post, 'label': f'Q = {q:.1e}'}
+    return plotting.solution_grid_2d(
+        panels, [''], [label(m) for m in found],
+        lambda g: np.asarray(task.simulate(g))[:, 0], float(target[0]),
+        (sinewave_task.LOWER, sinewave_task.UPPER), title=title)
+  if task.name == 'robot_arm':
+    return plotting.arm_configurations(
+        {label(m): robot_arm_task.joint_positions(v[1])
+         for m, v in found.items()}, target, title=title)
+  return plotting.trajectories(
+      {label(m): ballistics_script.flight_paths(v[1])
+       for m, v in found.items()}, float(target[0]), title=title)
+
+
 def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   """results.json, results.md and time_to_solution.png (atomically)."""
   os.makedirs(workdir, exist_ok=True)
@@ -663,10 +731,12 @@ def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   runner.write_atomic(os.path.join(workdir, 'results.md'),
                       format_report(results, task_list).encode())
   if task_list:
-    figures = {'time_to_solution.png': time_figure(results, task_list),
+    figures = {f'solutions_{t.name}.png': solutions_figure(
+        workdir, t, results['settings']['methods']) for t in task_list}
+    figures.update({'time_to_solution.png': time_figure(results, task_list),
                'r_t.png': curve_figure(results, task_list, 'r_t'),
                'steps_to_accuracy.png': curve_figure(results, task_list,
-                                                     'steps_curve')}
+                                                     'steps_curve')})
     for name, fig in figures.items():
       if fig is not None:
         tmp = os.path.join(workdir, f'.tmp-{name}')

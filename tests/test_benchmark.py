@@ -168,7 +168,8 @@ def smoke(tmp_path_factory):
 def test_harness_writes_finite_results(smoke):
   workdir, _, outputs = smoke
   for name in ('results.json', 'results.md', 'time_to_solution.png',
-               'r_t.png', 'steps_to_accuracy.png',
+               'r_t.png', 'steps_to_accuracy.png', 'solutions_sinewave.png',
+               'solutions/sinewave/na_seed0.npz',
                'models/sinewave/ipage/seed0.msgpack',
                'models/sinewave/inn/seed0.msgpack',
                'models/sinewave/na/seed0.msgpack'):
