@@ -344,9 +344,8 @@ def sample_posterior(inn: flows.INN, params, key: Array, y_target: Array,
     (T, N, D) posterior samples in standardized units.
   """
   num_targets = y_target.shape[0]
-  keys = jax.random.split(key, num_targets)
-  z = jax.vmap(lambda k: sampling.sample_latent(
-      k, num_solutions, inn.z_dim, sampler))(keys)           # (T, N, K)
+  z = sampling.sample_latent_per_target(key, num_targets, num_solutions,
+                                        inn.z_dim, sampler)  # (T, N, K)
   y_rep = jnp.broadcast_to(y_target[:, None, :],
                            (num_targets, num_solutions, inn.y_dim))
   v = inn.join_yz(y_rep.reshape(-1, inn.y_dim), z.reshape(-1, inn.z_dim))

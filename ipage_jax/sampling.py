@@ -409,3 +409,11 @@ def sample_latent(
     (n, d) standard-normal latent vectors (finite).
   """
   return to_normal(get_sampler(sampler)(key, n, d, **opts))
+
+
+def sample_latent_per_target(key: jax.Array, num_targets: int, n: int,
+                             d: int, sampler: str = 'maximin_lhs'
+                             ) -> jax.Array:
+  """(num_targets, n, d) latent vectors: one design per target, own subkey."""
+  keys = jax.random.split(key, num_targets)
+  return jax.vmap(lambda k: sample_latent(k, n, d, sampler))(keys)

@@ -80,9 +80,8 @@ def sample(net: flows.INN, params, key: Array, y_std: Array, n: int,
            sampler: str) -> Array:
   """(T, n, D) samples x = f^-1(z; y) for each of the (T, M) targets."""
   num_targets = y_std.shape[0]
-  keys = jax.random.split(key, num_targets)
-  z = jax.vmap(lambda k: sampling.sample_latent(k, n, net.x_dim, sampler))(
-      keys).reshape(-1, net.x_dim)
+  z = sampling.sample_latent_per_target(key, num_targets, n, net.x_dim,
+                                        sampler).reshape(-1, net.x_dim)
   cond = jnp.repeat(y_std, n, axis=0)
   x = net.apply(params, z, cond, method='inverse')[0]
   return x.reshape(num_targets, n, net.x_dim)

@@ -117,9 +117,8 @@ def sample(net: CVAE, params, key: Array, y_std: Array, n: int,
            sampler: str) -> Array:
   """(T, n, D) decoded designs for each of the (T, M) targets."""
   num_targets = y_std.shape[0]
-  keys = jax.random.split(key, num_targets)
-  z = jax.vmap(lambda k: sampling.sample_latent(k, n, net.latent_dim,
-                                                sampler))(keys)
+  z = sampling.sample_latent_per_target(key, num_targets, n, net.latent_dim,
+                                        sampler)
   x = net.apply(params, z.reshape(-1, net.latent_dim),
                 jnp.repeat(y_std, n, axis=0), method='decode')
   return x.reshape(num_targets, n, net.x_dim)

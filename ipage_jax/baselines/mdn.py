@@ -101,9 +101,8 @@ def sample(net: MixtureNet, params, key: Array, y_std: Array, n: int,
            sampler: str) -> Array:
   """(T, n, D) draws from p(x | y) for each of the (T, M) targets."""
   logits, mean, log_std = net.apply(params, y_std)       # (T, K), (T, K, D)
-  keys = jax.random.split(key, y_std.shape[0])
-  latent = jax.vmap(lambda k: sampling.sample_latent(
-      k, n, net.x_dim + 1, sampler))(keys)               # (T, n, D + 1)
+  latent = sampling.sample_latent_per_target(
+      key, y_std.shape[0], n, net.x_dim + 1, sampler)    # (T, n, D + 1)
   cdf = jnp.cumsum(jax.nn.softmax(logits), -1)           # (T, K)
   pick = jax.vmap(jnp.searchsorted)(cdf, ndtr(latent[..., 0]))
   pick = jnp.minimum(pick, net.num_components - 1)       # (T, n)
