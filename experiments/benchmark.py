@@ -413,8 +413,9 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
       x, y = task_data(task, config, key_data, settings.workdir)
       train, held = holdout_split(key_split, x.shape[0],
                                   settings.num_targets)
-      fingerprint = {'config': config.to_dict(), 'data': list(x.shape),
-                     'data_seed': seed, 'heldout': len(held)}
+      fingerprint = {'config': result_settings(config),
+                     'data': list(x.shape), 'data_seed': seed,
+                     'heldout': len(held)}
       config_s = ml_collections.ConfigDict(config.to_dict())
       config_s.seed = seed
       for method in method_list:
@@ -461,9 +462,15 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
   return results
 
 
+def result_settings(config: ml_collections.ConfigDict) -> dict:
+  """The settings that determine results: all but `parallel` (where the
+  work runs changes nothing but float rounding)."""
+  return {k: v for k, v in config.to_dict().items() if k != 'parallel'}
+
+
 def config_digest(config: ml_collections.ConfigDict) -> str:
   """A short hash of a task's settings (runs with equal digests compare)."""
-  text = json.dumps(_as_json(config.to_dict()), sort_keys=True)
+  text = json.dumps(_as_json(result_settings(config)), sort_keys=True)
   return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -4,7 +4,8 @@
   sols = ipage_jax.solve(model, key, y_target, num_solutions=1000)
 
 The building blocks live in their own modules: `flows`, `losses`,
-`schedules`, `training`, `sampling`, `localization`, `metrics`, `tasks`.
+`schedules`, `training`, `sampling`, `localization`, `metrics`, `tasks`,
+`parallel` (several devices or hosts).
 """
 
 from ipage_jax.localization import localize

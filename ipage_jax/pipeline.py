@@ -26,6 +26,7 @@ from ipage_jax import data as data_lib
 from ipage_jax import flows
 from ipage_jax import localization
 from ipage_jax import losses
+from ipage_jax import parallel as parallel_lib
 from ipage_jax import sampling
 from ipage_jax import schedules
 from ipage_jax import training
@@ -74,6 +75,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.solve.localize_final_learning_rate = 1e-3  # cosine decay to this
   c.solve.boundary_weight = 1.0      # NA boundary penalty (0: off)
   c.solve.oversample = 1.0           # draw this x N samples, keep the N best
+
+  # Several devices (BUILD.md): data-parallel training (the batch is split
+  # over the devices, batch_size must be a multiple of their count) and
+  # row-parallel localization. Changes where, not what, is computed (up to
+  # float rounding).
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.num_devices = 1   # 1: one device; 0: all (every host); n: first n
+  c.parallel.localize_chunk = 0  # most rows per localization call; 0: all
   return c
 
 
@@ -195,7 +204,8 @@ def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
                      make_loss: Callable[[int], training.LossFn],
                      val_fn: training.ValFn, fingerprint: Any,
                      checkpoint_dir: Optional[str] = None,
-                     progress: Optional[training.Progress] = None
+                     progress: Optional[training.Progress] = None,
+                     parallel: Optional[ml_collections.ConfigDict] = None
                      ) -> Fitted:
   """The data handling and training loop that every method shares.
 
@@ -218,9 +228,12 @@ def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
     checkpoint_dir: save every `train_cfg.checkpoint_every` epochs there and
       resume from it.
     progress: `progress(epoch, metrics)` after every epoch.
+    parallel: a `default_config().parallel` section; with num_devices != 1
+      the batches are split over that many devices (None: one device).
 
   Returns:
-    Fitted. When training diverged a RuntimeWarning says so and the
+    Fitted (parameters on the default device, whatever the mesh). When
+    training diverged a RuntimeWarning says so and the
     parameters are the last finite ones.
   """
   x, y = data_lib.check_pairs(x, y)
@@ -241,7 +254,7 @@ def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
   settings = training.TrainSettings(
       epochs=t.epochs, batch_size=t.batch_size,
       checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
-      fingerprint=fingerprint)
+      fingerprint=fingerprint, mesh=parallel_lib.mesh_from_config(parallel))
   result = training.train(
       key_train, make_loss(total_steps), val_fn, init_fn(key_init),
       make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),
@@ -251,8 +264,10 @@ def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
         'training diverged (non-finite loss) after '
         f'{len(result.history.get("loss", []))} epochs; keeping the last '
         'finite parameters and the best ones so far', RuntimeWarning)
-  return Fitted(params=result.state.params,
-                best_params=result.state.best_params,
+  state = result.state
+  if settings.mesh is not None:  # back from the mesh to the default device
+    state = jax.tree_util.tree_map(jnp.asarray, parallel_lib.to_host(state))
+  return Fitted(params=state.params, best_params=state.best_params,
                 x_scaler=x_scaler, y_scaler=y_scaler,
                 x_range=(x[train_idx].min(0), x[train_idx].max(0)),
                 y_range=(y[train_idx].min(0), y[train_idx].max(0)),
@@ -298,7 +313,8 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
       # (solve settings or logging may change between resumed runs).
       fingerprint={'model': config.model.to_dict(), 'train': t.to_dict(),
                    'x': x.shape, 'y': y.shape},
-      checkpoint_dir=checkpoint_dir, progress=progress)
+      checkpoint_dir=checkpoint_dir, progress=progress,
+      parallel=config.get('parallel'))
   return Model(inn=inn, params=fitted.params,
                surrogate_params=fitted.best_params,
                x_scaler=fitted.x_scaler, y_scaler=fitted.y_scaler,
@@ -482,7 +498,14 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
     num_steps = s.localize_steps if steps is None else steps
     localizer = _localizer(surrogate.apply, surrogate.net, num_steps, lr,
                            final_lr, box, s.boundary_weight)
-    result = localizer(surrogate.params, flat_x, flat_t)
+    par = model.config.get('parallel')
+    mesh = parallel_lib.mesh_from_config(par)
+    chunk = 0 if par is None else int(par.get('localize_chunk', 0))
+    if mesh is None and chunk == 0:
+      result = localizer(surrogate.params, flat_x, flat_t)
+    else:  # rows split over devices / hosts, in chunks
+      result = parallel_lib.localize_sharded(
+          localizer, surrogate.params, flat_x, flat_t, mesh, chunk)
     flat_x = jax.block_until_ready(result.x)
   localization_s = time.perf_counter() - start
 

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from ipage_jax import checkpoint as ckpt
+from ipage_jax import parallel
 
 Array = jax.Array
 PyTree = Any
@@ -76,12 +77,18 @@ class TrainSettings:
     checkpoint_every: save every this many epochs (and after the last).
     fingerprint: JSON-able description of the run (config, data shapes);
       a checkpoint with another fingerprint is refused on resume.
+    mesh: a `jax.sharding.Mesh` (e.g. `parallel.make_mesh()`) for
+      data-parallel training: every minibatch is split over its devices,
+      data, parameters and optimizer state are replicated, XLA reduces the
+      gradients. batch_size must be a multiple of its device count. None
+      (default): one device.
   """
   epochs: int
   batch_size: int
   checkpoint_dir: Optional[str] = None
   checkpoint_every: int = 50
   fingerprint: Any = None
+  mesh: Optional[jax.sharding.Mesh] = None
 
 
 def init_state(params: PyTree, optimizer: optax.GradientTransformation
@@ -94,8 +101,13 @@ def init_state(params: PyTree, optimizer: optax.GradientTransformation
 
 def make_epoch(loss_fn: LossFn, val_fn: ValFn,
                optimizer: optax.GradientTransformation, batch_size: int,
-               num_batches: int) -> Callable:
+               num_batches: int,
+               mesh: Optional[jax.sharding.Mesh] = None) -> Callable:
   """Builds the jitted `epoch(state, key, x, y, x_val, y_val)` function.
+
+  With a `mesh`, each minibatch (batch_size, ...) is constrained to rows
+  split over the mesh and the returned state to replicated; the inputs
+  should be replicated on the mesh (`parallel.replicate`).
 
   Returns:
     epoch(state, key, x, y, x_val, y_val) -> (state, metrics): one shuffled
@@ -122,7 +134,10 @@ def make_epoch(loss_fn: LossFn, val_fn: ValFn,
 
     def body(state, batch):
       rows, step_key = batch
-      return train_step(state, x[rows], y[rows], step_key)
+      xb, yb = x[rows], y[rows]
+      if mesh is not None:
+        xb, yb = (parallel.constrain_rows(a, mesh) for a in (xb, yb))
+      return train_step(state, xb, yb, step_key)
 
     state, metrics = jax.lax.scan(body, state, (idx, keys))
     metrics = jax.tree_util.tree_map(jnp.mean, metrics)
@@ -132,6 +147,8 @@ def make_epoch(loss_fn: LossFn, val_fn: ValFn,
                                   state.params, state.best_params)
     state = state._replace(best_params=best,
                            best_val=jnp.where(better, val, state.best_val))
+    if mesh is not None:
+      state = parallel.constrain_replicated(state, mesh)
     return state, dict(metrics, val_loss=val)
 
   return epoch
@@ -155,11 +172,11 @@ def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
     optimizer: an optax transformation (its schedules see the step count).
     data: training (x (n, D), y (n, M)).
     val_data: validation (x_val, y_val); may be the training data.
-    settings: epochs, batch size, checkpointing.
+    settings: epochs, batch size, checkpointing, optional device mesh.
     progress: called as progress(epoch, metrics) after every epoch.
 
   Returns:
-    TrainResult.
+    TrainResult (with a mesh, its arrays are replicated on the mesh).
   """
   x, y = (jnp.asarray(a) for a in data)
   x_val, y_val = (jnp.asarray(a) for a in val_data)
@@ -173,6 +190,10 @@ def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
                      f'of {settings.batch_size}')
   if x_val.shape[0] == 0:
     raise ValueError('the validation set is empty')
+  mesh = settings.mesh
+  if mesh is not None and settings.batch_size % mesh.size:
+    raise ValueError(f'batch_size {settings.batch_size} does not split '
+                     f'evenly over the {mesh.size} devices of the mesh')
 
   state = init_state(params, optimizer)
   history: dict[str, list[float]] = {}
@@ -182,9 +203,12 @@ def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
                                      settings.fingerprint)
     if restored is not None:
       state, first_epoch, history = restored
+  if mesh is not None:
+    state, x, y, x_val, y_val = parallel.replicate(
+        (state, x, y, x_val, y_val), mesh)
 
   epoch_fn = make_epoch(loss_fn, val_fn, optimizer, settings.batch_size,
-                        num_batches)
+                        num_batches, mesh)
   diverged = False
   last_good = state
   for epoch in range(first_epoch, settings.epochs):

@@ -189,7 +189,8 @@ def fit(spec: Spec, key: Array, x, y, config: Optional[Config] = None, *,
       fingerprint={'method': spec.name, 'net': cfg.to_dict(),
                    'train': train_cfg.to_dict(), 'x': x.shape,
                    'y': y.shape},
-      checkpoint_dir=checkpoint_dir, progress=progress)
+      checkpoint_dir=checkpoint_dir, progress=progress,
+      parallel=config.get('parallel'))
   return Model(method=spec.name, net=net, params=fitted.params,
                best_params=fitted.best_params, x_scaler=fitted.x_scaler,
                y_scaler=fitted.y_scaler, x_range=fitted.x_range,
