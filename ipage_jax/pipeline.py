@@ -445,9 +445,10 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
     draw: `draw(key, y_std (T, M), n, sampler) -> (T, n, D)` standardized
       candidates (posterior samples or random starts).
     surrogate: forward model for localization and ranking; None for a
-      method without one (then no localization, no oversampling, and
-      `y_surrogate` / `surrogate_error` are NaN).
-    localize: run gradient-descent localization through `surrogate`.
+      method without one (then `y_surrogate` / `surrogate_error` are NaN).
+    localize: run gradient-descent localization through `surrogate` and
+      keep the best of the `solve.oversample` x N candidates; False returns
+      N candidates as drawn.
     steps, learning_rate, bounds, solve_config: as in `solve`.
 
   Returns:
@@ -470,9 +471,9 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
   oversample = float(s.get('oversample', 1.0))
   if oversample < 1.0:
     raise ValueError(f'solve.oversample must be >= 1, got {oversample}')
-  if surrogate is None:
-    if localize:
-      raise ValueError('localization needs a surrogate forward model')
+  if surrogate is None and localize:
+    raise ValueError('localization needs a surrogate forward model')
+  if not localize:  # plain samples: nothing is dropped or ranked
     oversample = 1.0
   num_draw = int(np.ceil(num_solutions * oversample))
   start = time.perf_counter()

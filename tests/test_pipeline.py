@@ -123,6 +123,13 @@ def test_oversample_keeps_the_best_by_surrogate_error(model):
   np.testing.assert_allclose(sols.x, best, rtol=1e-5)
   np.testing.assert_allclose(sols.x_posterior, best, rtol=1e-5)
   assert sols.surrogate_error.max() <= np.sort(err)[n - 1] * (1 + 1e-4)
+  # Without localization the samples come as drawn: no ranking, no extra.
+  plain = pipeline.solve(model, key, [3000.0], n, 'lhs', localize=False,
+                         solve_config=s)
+  first = pipeline.sample_posterior(model.inn, model.params, key, t_std, n,
+                                    'lhs')[0]
+  np.testing.assert_allclose(plain.x, model.x_scaler.inverse(first),
+                             rtol=1e-5)
   s.oversample = 0.5
   with pytest.raises(ValueError, match='oversample'):
     pipeline.solve(model, key, [3000.0], n, solve_config=s)
