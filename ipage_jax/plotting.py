@@ -319,3 +319,153 @@ def marginals(samples: Mapping[str, np.ndarray], names: Sequence[str], *,
   if title:
     fig.suptitle(title, fontsize=10)
   return fig
+
+
+def space_filling(designs: Mapping[str, np.ndarray], *, strata: bool = True,
+                  title: Optional[str] = None) -> Figure:
+  """2-D designs in the unit square, one panel each (the paper's Fig. 3).
+
+  Args:
+    designs: panel title -> (n, 2) points in [0, 1]^2, e.g. `srs`, `lhs` and
+      `maximin_lhs` with d = 2. Each panel's title adds the minimum pairwise
+      distance of its points.
+    strata: draw the n x n grid of Latin-hypercube strata.
+    title: figure title.
+  """
+  if not designs:
+    raise ValueError('designs is empty')
+  fig, axes = _panel_axes(len(designs), (2.8, 2.9))
+  for ax, (name, u) in zip(axes, designs.items()):
+    u = np.asarray(u, float)
+    if u.ndim != 2 or u.shape[1] != 2:
+      raise ValueError(f'design {name!r}: points must have shape (n, 2), '
+                       f'got {u.shape}')
+    n = u.shape[0]
+    if strata:
+      for edge in np.linspace(0.0, 1.0, n + 1)[1:-1]:
+        ax.axvline(edge, color='0.85', lw=0.6, zorder=0)
+        ax.axhline(edge, color='0.85', lw=0.6, zorder=0)
+    ax.scatter(u[:, 0], u[:, 1], s=18, c='tab:blue', linewidths=0)
+    d2 = np.sum((u[:, None, :] - u[None, :, :]) ** 2, -1)
+    d2[np.diag_indices(n)] = np.inf
+    label = f'{name}\nmin distance {np.sqrt(d2.min()):.3f}' if n > 1 else name
+    ax.set_title(label, fontsize=9)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.0)
+    ax.set_aspect('equal')
+    ax.tick_params(labelsize=7)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def landscape_2d(fn: Callable[[np.ndarray], np.ndarray],
+                 bounds: tuple[Sequence[float], Sequence[float]], *,
+                 levels: Sequence[float] = (),
+                 points: Optional[Mapping[str, np.ndarray]] = None,
+                 marks: Optional[np.ndarray] = None,
+                 names: Sequence[str] = ('x1', 'x2'),
+                 resolution: int = 200,
+                 title: Optional[str] = None) -> Figure:
+  """A function of two variables as filled contours, with level sets and points.
+
+  Args:
+    fn: (k, 2) -> (k,) or (k, 1) values, e.g. a task's simulator.
+    bounds: ((x1_lo, x2_lo), (x1_hi, x2_hi)) of the plotted box.
+    levels: values whose level sets are drawn as black lines (e.g. y*).
+    points: label -> (n, 2) point sets drawn on top, in order (e.g. data,
+      starting points, solutions).
+    marks: (k, 2) positions annotated 1..k (e.g. the modes of a solution
+      set).
+    names: the two axis labels.
+    resolution: grid points per axis.
+    title: axes title.
+  """
+  lo, hi = np.asarray(bounds[0], float), np.asarray(bounds[1], float)
+  if lo.shape != (2,) or hi.shape != (2,) or not (lo < hi).all():
+    raise ValueError(f'bounds must be ((lo1, lo2), (hi1, hi2)) with lo < hi, '
+                     f'got {bounds}')
+  g1, g2 = np.meshgrid(np.linspace(lo[0], hi[0], resolution),
+                       np.linspace(lo[1], hi[1], resolution))
+  values = np.asarray(fn(np.stack([g1.ravel(), g2.ravel()], -1)), float)
+  values = values.reshape(g1.shape)
+  fig = Figure(figsize=(4.6, 3.8), constrained_layout=True)
+  ax = fig.subplots()
+  filled = ax.contourf(g1, g2, values, levels=20, cmap='viridis', alpha=0.8)
+  fig.colorbar(filled, ax=ax, shrink=0.9)
+  if len(levels):
+    ax.contour(g1, g2, values, levels=sorted(levels), colors='k',
+               linewidths=0.9)
+  colors = ('white', 'tab:orange', 'tab:red', 'tab:cyan', 'tab:pink')
+  for i, (label, x) in enumerate((points or {}).items()):
+    x = np.asarray(x, float)
+    if x.ndim != 2 or x.shape[1] != 2:
+      raise ValueError(f'points {label!r} must have shape (n, 2), got '
+                       f'{x.shape}')
+    ax.scatter(x[:, 0], x[:, 1], s=6, c=colors[i % len(colors)],
+               edgecolors='k', linewidths=0.2, label=label)
+  if marks is not None:
+    for k, (m1, m2) in enumerate(np.asarray(marks, float).reshape(-1, 2)):
+      ax.annotate(str(k + 1), (m1, m2), ha='center', va='center',
+                  fontsize=9, color='k', fontweight='bold')
+  ax.set_xlim(lo[0], hi[0])
+  ax.set_ylim(lo[1], hi[1])
+  ax.set_xlabel(names[0])
+  ax.set_ylabel(names[1])
+  if points:
+    ax.legend(loc='upper right', fontsize=7, markerscale=2)
+  if title:
+    ax.set_title(title, fontsize=9)
+  return fig
+
+
+def property_histogram(values: Mapping[str, np.ndarray],
+                       target: Optional[float] = None, *,
+                       xlabel: str = 'y', bins: int = 30,
+                       title: Optional[str] = None) -> Figure:
+  """Overlaid histograms (densities) of a scalar property, target marked.
+
+  Args:
+    values: label -> (n,) or (n, 1) values, e.g. the training data and the
+      re-simulated properties of generated designs. Non-finite values are
+      left out (the legend counts them).
+    target: the target y*, drawn as a vertical line (None: no line).
+    xlabel: the property's name and unit.
+    bins: number of bins, shared by all sets.
+    title: axes title.
+  """
+  if not values:
+    raise ValueError('values is empty')
+  arrays = {}
+  for label, v in values.items():
+    v = np.asarray(v, float)
+    if v.ndim == 2 and v.shape[1] == 1:
+      v = v[:, 0]
+    if v.ndim != 1:
+      raise ValueError(f'values {label!r} must have shape (n,) or (n, 1), '
+                       f'got {v.shape}')
+    arrays[label] = v
+  finite = {k: v[np.isfinite(v)] for k, v in arrays.items()}
+  pooled = np.concatenate(list(finite.values()))
+  if target is not None:
+    pooled = np.append(pooled, float(target))
+  if pooled.size == 0:
+    raise ValueError('no finite values to draw')
+  edges = np.histogram_bin_edges(pooled, bins=bins)
+  fig = Figure(figsize=(5, 3.2), constrained_layout=True)
+  ax = fig.subplots()
+  for label, v in finite.items():
+    dropped = arrays[label].size - v.size
+    text = f'{label} ({v.size}' + (f', {dropped} invalid)' if dropped
+                                   else ')')
+    if v.size:
+      ax.hist(v, bins=edges, density=True, alpha=0.5, label=text)
+  if target is not None:
+    ax.axvline(float(target), color='k', ls='--', lw=1.2,
+               label=f'target {float(target):g}')
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel('density')
+  ax.legend(fontsize=7)
+  if title:
+    ax.set_title(title, fontsize=9)
+  return fig

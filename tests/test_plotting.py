@@ -1,6 +1,7 @@
 """Figures from arrays: structure of what is drawn."""
 
 import numpy as np
+import pytest
 
 from ipage_jax import plotting
 
@@ -26,3 +27,84 @@ def test_training_curves_skip_missing_keys():
   lines = fig.axes[0].get_lines()
   assert len(lines) == 2
   np.testing.assert_allclose(lines[0].get_ydata(), [1.0, 0.1])
+
+
+def test_space_filling_panels_strata_and_min_distance():
+  u = np.array([[0.1, 0.1], [0.5, 0.9], [0.9, 0.4]])
+  fig = plotting.space_filling({'a': u, 'b': u[:2]}, title='t')
+  assert len(fig.axes) == 2
+  ax = fig.axes[0]
+  np.testing.assert_allclose(ax.collections[0].get_offsets(), u)
+  d = np.sqrt(0.4**2 + 0.5**2)  # the closest pair: rows 1 and 2
+  assert ax.get_title() == f'a\nmin distance {d:.3f}'
+  assert len(ax.get_lines()) == 2 * (3 - 1)  # inner stratum edges, x and y
+  no_grid = plotting.space_filling({'a': u}, strata=False)
+  assert not no_grid.axes[0].get_lines()
+
+
+def test_space_filling_rejects_bad_shapes():
+  with pytest.raises(ValueError, match='empty'):
+    plotting.space_filling({})
+  with pytest.raises(ValueError, match=r"'a'.*\(n, 2\)"):
+    plotting.space_filling({'a': np.zeros((4, 3))})
+
+
+def _plane(x):
+  return x[:, 0] + x[:, 1]
+
+
+def _square_column(x):
+  return x[:, :1] ** 2
+
+
+def test_landscape_2d_draws_points_levels_and_marks():
+  fn = _plane
+  pts = {'data': np.zeros((5, 2)), 'solutions': np.ones((3, 2)) * 0.5}
+  fig = plotting.landscape_2d(fn, ((-1, -1), (1, 1)), levels=[0.5],
+                              points=pts, marks=[[0.0, 0.0], [0.5, 0.5]],
+                              resolution=20, title='t')
+  ax = fig.axes[0]
+  offsets = [c.get_offsets() for c in ax.collections
+             if len(c.get_offsets()) in (3, 5)]
+  assert [len(o) for o in offsets] == [5, 3]
+  assert [t.get_text() for t in ax.texts] == ['1', '2']
+  assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+      'data', 'solutions']
+  assert ax.get_xlim() == (-1.0, 1.0) and ax.get_title() == 't'
+
+
+def test_landscape_2d_accepts_column_output_and_checks_input():
+  fn = _square_column
+  fig = plotting.landscape_2d(fn, ((0, 0), (1, 2)), resolution=10)
+  assert fig.axes[0].get_ylim() == (0.0, 2.0)
+  with pytest.raises(ValueError, match='bounds'):
+    plotting.landscape_2d(fn, ((1, 0), (0, 1)))
+  with pytest.raises(ValueError, match='points'):
+    plotting.landscape_2d(fn, ((0, 0), (1, 1)), resolution=10,
+                          points={'p': np.zeros((3, 3))})
+
+
+def test_property_histogram_shared_bins_target_and_invalid_count():
+  data = np.linspace(0.0, 1.0, 50)
+  designs = np.array([[0.4], [0.5], [np.nan]])
+  fig = plotting.property_histogram({'data': data, 'designs': designs},
+                                    target=0.45, bins=5, xlabel='E')
+  ax = fig.axes[0]
+  bars = ax.patches
+  assert len(bars) == 10  # 5 bins per set
+  np.testing.assert_allclose([b.get_x() for b in bars[:5]],
+                             [b.get_x() for b in bars[5:]])
+  (line,) = ax.get_lines()
+  np.testing.assert_allclose(line.get_xdata(), [0.45, 0.45])
+  labels = [t.get_text() for t in ax.get_legend().get_texts()]
+  assert labels == ['data (50)', 'designs (2, 1 invalid)', 'target 0.45']
+  assert ax.get_xlabel() == 'E'
+
+
+def test_property_histogram_rejects_bad_input():
+  with pytest.raises(ValueError, match='empty'):
+    plotting.property_histogram({})
+  with pytest.raises(ValueError, match='shape'):
+    plotting.property_histogram({'a': np.zeros((3, 2))})
+  with pytest.raises(ValueError, match='finite'):
+    plotting.property_histogram({'a': np.array([np.nan])})
