@@ -18,7 +18,8 @@ trained on, the method's `fit` on the rest, then
     first T, averaged over targets (methods with a surrogate propose
     best-first by it, as NA keeps its best T);
   steps to accuracy: for methods that localize (ipage, na), protocol B again
-    at every localization budget of `--steps_grid`; the report says how many
+    (`--steps_solutions` solutions) at every localization budget of
+    `--steps_grid`; the report says how many
     surrogate gradient evaluations per solution each needs to reach the
     other's final error.
 Every run also records the parameter count and the gradient evaluations per
@@ -81,6 +82,9 @@ flags.DEFINE_integer('num_targets', 1000,
 flags.DEFINE_integer('rt_targets', 100,
                      'r_T: held-out targets (the first of protocol A).')
 flags.DEFINE_integer('rt_max', 50, 'r_T: proposals per target (largest T).')
+flags.DEFINE_integer('steps_solutions', 200,
+                     'Solutions of the default target per point of the '
+                     'steps-to-accuracy curve.')
 flags.DEFINE_list('steps_grid', ['0', '10', '30', '100', '300', '1000'],
                   'Localization steps at which methods that localize are '
                   're-run on protocol B (the steps-to-accuracy curve); '
@@ -119,6 +123,7 @@ class Settings:
   rt_targets: int = 0            # 0: no r_T curve
   rt_max: int = 1
   steps_grid: tuple[int, ...] = ()
+  steps_solutions: int = 200
 
 
 def parse_seeds(values: Sequence[str]) -> list[int]:
@@ -327,8 +332,9 @@ def steps_record(task: tasks.Task, method: methods.Method, model,
   """Protocol-B error against the localization budget (None: no localization).
 
   For every step count of `grid` the method solves the default target
-  again with `solve.localize_steps` set to it (its learning-rate schedule
-  spans those steps), twice: the second call's wall time is kept.
+  again (`num_solutions` solutions, same key) with `solve.localize_steps`
+  set to it (its learning-rate schedule spans those steps). `total_s` is
+  that one call's wall time, compilation included.
 
   Returns:
     {'steps': grid, 'gradient_steps_per_solution': [...],
@@ -341,9 +347,8 @@ def steps_record(task: tasks.Task, method: methods.Method, model,
   for steps in grid:
     solve_cfg = ml_collections.ConfigDict(config.solve.to_dict())
     solve_cfg.localize_steps = int(steps)
-    for _ in range(2):
-      sols = method.solve(model, key, target, num_solutions, sampler,
-                          solve_config=solve_cfg)
+    sols = method.solve(model, key, target, num_solutions, sampler,
+                        solve_config=solve_cfg)
     if steps > 0 and sols.gradient_steps_per_solution == 0:
       return None
     err = metrics.protocol_b_error(task.simulate, np.asarray(sols.x), target)
@@ -447,7 +452,7 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                                   settings.rt_max, sampler)
         if settings.steps_grid:
           curve = steps_record(task, method, model, key_steps, config_s,
-                               settings.num_solutions, sampler,
+                               settings.steps_solutions, sampler,
                                settings.steps_grid)
           if curve is not None:
             run['steps_curve'] = curve
@@ -802,8 +807,11 @@ def resolve_jobs() -> tuple[dict, list, list, Settings]:
                             f'{FLAGS.steps_grid}')
   if any(v < 0 for v in steps_grid):
     raise runner.UsageError(f'--steps_grid must be >= 0, got {steps_grid}')
+  if FLAGS.steps_solutions < 1:
+    raise runner.UsageError(f'--steps_solutions must be >= 1, got '
+                            f'{FLAGS.steps_solutions}')
   settings = Settings(FLAGS.workdir, num_targets, num_solutions, rt_targets,
-                      rt_max, steps_grid)
+                      rt_max, steps_grid, FLAGS.steps_solutions)
   return jobs, method_list, seeds, settings
 
 

@@ -148,7 +148,7 @@ def smoke(tmp_path_factory):
   args = ['prog', f'--workdir={workdir}', '--tasks=sinewave',
           '--methods=ipage,inn,na', '--seeds=1', '--quick', '--epochs=1',
           '--num_targets=8', '--num_solutions=8', '--rt_max=4',
-          '--steps_grid=0,3']
+          '--steps_grid=0,3', '--steps_solutions=8']
   fits, outputs = [], []
   with pytest.MonkeyPatch.context() as mp:
     mp.setattr(methods, 'get', counting_get)
