@@ -254,8 +254,7 @@ def test_later_invocations_add_seeds_to_the_table(smoke):
   settings = benchmark.Settings(
       **{k: (tuple(v) if k == 'steps_grid' else v)
          for k, v in outputs[-1]['settings'].items()
-         if k in ('workdir', 'num_targets', 'num_solutions', 'rt_targets',
-                  'rt_max', 'steps_grid')})
+         if k in {f.name for f in dataclasses.fields(benchmark.Settings)}})
   digest = outputs[-1]['runs'][0]['config_digest']
   runs = outputs[-1]['runs']
   # Another seed of the same task and config keeps all earlier runs ...
