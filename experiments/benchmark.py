@@ -656,12 +656,11 @@ def curve_figure(results: dict, task_list: Sequence[tasks.Task], key: str):
     return None
   if key == 'r_t':
     return plotting.curves(panels, xlabel='T (proposals per target)',
-                           ylabel='r_T', title='Best of T re-simulation '
-                           'error (mean over seeds)')
+                           ylabel='r_T (mean over seeds)',
+                           title='Best-of-T error')
   return plotting.curves(panels, xlabel='gradient evaluations per solution',
-                         ylabel='re-simulation error (protocol B)',
-                         title='Error against localization budget (mean '
-                         'over seeds; 0 steps not drawn)')
+                         ylabel='protocol-B error (mean over seeds)',
+                         title='Error vs localization budget')
 
 
 def time_figure(results: dict, task_list: Sequence[tasks.Task]):
@@ -713,7 +712,8 @@ def solutions_figure(workdir: str, task: tasks.Task,
     return None
   target = np.asarray(task.default_target, np.float32)
   label = lambda m: f'{m} (seed {found[m][0]})'
-  title = f'{task.name}: protocol-B solutions for y* = {target.tolist()}'
+  title = (f'{task.name}: protocol-B solutions for y* = '
+           f'({", ".join(f"{v:g}" for v in target)})')
   if task.name == 'sinewave':
     panels = {}
     for m, (_, x, x_post) in found.items():

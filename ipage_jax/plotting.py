@@ -267,7 +267,7 @@ def curves(panels: Mapping[str, Mapping[str, tuple[Sequence[float],
   """
   if not panels:
     raise ValueError('panels is empty')
-  fig, axes = _panel_axes(len(panels), (3.4, 3.0))
+  fig, axes = _panel_axes(len(panels), (4.0, 3.2))
   for ax, (name, lines) in zip(axes, panels.items()):
     for method, (xs, ys) in lines.items():
       xs, ys = np.asarray(xs, float), np.asarray(ys, float)
