@@ -15,8 +15,8 @@ trained on, the method's `fit` on the rest, then
     call: the first one compiles; its times are kept as `*_cold`).
   r_T (Ren et al. 2020): `--rt_max` proposals for each of the first
     `--rt_targets` held-out targets; the best re-simulation error among the
-    first T, averaged over targets (methods with a surrogate propose
-    best-first by it, as NA keeps its best T);
+    first T, averaged over targets (methods that localize through a
+    surrogate propose best-first by it, as NA keeps its best T);
   steps to accuracy: for methods that localize (ipage, na), protocol B again
     (`--steps_solutions` solutions) at every localization budget of
     `--steps_grid`; the report says how many
@@ -303,10 +303,12 @@ def r_t_record(task: tasks.Task, method: methods.Method, model,
                sampler: str) -> dict:
   """The r_T curve (Ren et al. 2020) of one model on (R, M) targets.
 
-  Each target gets `t_max` proposals in one batched call. A method with a
-  surrogate proposes its candidates best-first by the surrogate's error (as
-  NA keeps its best T); the others in the order drawn. r_T is the mean over
-  targets of the smallest re-simulation error among the first T.
+  Each target gets `t_max` proposals in one batched call. A method that
+  localizes through a surrogate (ipage, na) proposes its candidates
+  best-first by the surrogate's error, as NA keeps its best T of many
+  starts; the others (plain samplers, `inn` included) in the order drawn.
+  r_T is the mean over targets of the smallest re-simulation error among
+  the first T.
 
   Returns:
     {'t': [T...], 'r_t': [r_T...], 'last': r_T at T = t_max}.
@@ -318,7 +320,7 @@ def r_t_record(task: tasks.Task, method: methods.Method, model,
       task.simulate, np.asarray(sols.x).reshape(-1, task.x_dim), targets)
   err = np.asarray(err.per_sample).reshape(num_targets, t_max)
   ranking = np.asarray(sols.surrogate_error)
-  if np.all(np.isfinite(ranking)):
+  if sols.gradient_steps_per_solution > 0:
     err = np.take_along_axis(err, np.argsort(ranking, axis=1), axis=1)
   ts = [t for t in R_T_SIZES if t < t_max] + [t_max]
   values = np.asarray(metrics.r_t_curve(jnp.asarray(err), ts))

@@ -12,6 +12,7 @@ import pytest
 from experiments import benchmark
 from experiments import runner
 from ipage_jax import methods
+from ipage_jax import pipeline
 from ipage_jax import tasks
 
 
@@ -269,3 +270,33 @@ def test_later_invocations_add_seeds_to_the_table(smoke):
   assert benchmark.earlier_runs(settings, {'sinewave': 'other'}, set()) == []
   other = dataclasses.replace(settings, num_solutions=9)
   assert benchmark.earlier_runs(other, {'sinewave': digest}, set()) == []
+
+
+def test_r_t_ranks_only_the_methods_that_localize():
+  task = tasks.get('sinewave')
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-1, 1, size=(2, 3, 2)).astype(np.float32)
+  y_targets = np.array([[1.2], [0.3]], np.float32)
+  err = ((np.asarray(task.simulate(x.reshape(-1, 2)))[:, 0].reshape(2, 3)
+          - y_targets) ** 2)
+  surrogate = -err  # ranks the proposals worst-first
+
+  def fake(steps):
+    sols = pipeline.Solutions(
+        x=x, x_posterior=x, y_surrogate=np.zeros((2, 3, 1)),
+        surrogate_error=surrogate, y_target=y_targets, inference_s=0.0,
+        localization_s=0.0, gradient_steps_per_solution=steps)
+    return methods.Method('fake', None, lambda *a, **k: sols, None, None, '')
+
+  drawn = benchmark.r_t_record(task, fake(0.0), None, None, y_targets, 3,
+                               'srs')
+  ranked = benchmark.r_t_record(task, fake(5.0), None, None, y_targets, 3,
+                                'srs')
+  assert drawn['t'] == [1, 2, 3]
+  np.testing.assert_allclose(drawn['r_t'], [
+      err[:, 0].mean(), err[:, :2].min(1).mean(), err.min(1).mean()],
+                             rtol=1e-5)
+  worst_first = np.sort(err, 1)[:, ::-1]
+  np.testing.assert_allclose(ranked['r_t'], [
+      worst_first[:, 0].mean(), worst_first[:, :2].min(1).mean(),
+      err.min(1).mean()], rtol=1e-5)
