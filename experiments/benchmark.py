@@ -400,6 +400,10 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                       ('methods', [r['method'] for r in kept]),
                       ('seeds', [r['seed'] for r in kept])):
     info[key] = list(dict.fromkeys(info[key] + list(values)))
+  if kept:  # one order whatever the order of the invocations
+    order = {'tasks': tasks.NAMES, 'methods': methods.NAMES}
+    for key, names in order.items():
+      info[key].sort(key=lambda n: names.index(n) if n in names else 99)
   info['seeds'] = sorted(info['seeds'])
   results = {'settings': info, 'runs': list(kept), 'skipped': []}
   runnable = {}
