@@ -252,7 +252,7 @@ def _resim(task: tasks.Task, err: metrics.ResimulationError) -> dict:
 
 def evaluate(task: tasks.Task, method: methods.Method, model,
              key: jax.Array, y_heldout: np.ndarray, num_solutions: int,
-             sampler: str, solutions_b: Optional[list] = None) -> dict:
+             sampler: str) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
   """Protocols A and B of one fitted model.
 
   Args:
@@ -263,13 +263,11 @@ def evaluate(task: tasks.Task, method: methods.Method, model,
     y_heldout: (T, M) protocol-A targets.
     num_solutions: N, protocol-B solutions for `task.default_target`.
     sampler: latent sampler name.
-    solutions_b: a list that receives the protocol-B [x, x_posterior]
-      ((N, D) each, original units).
 
   Returns:
-    {'protocol_a': {...}, 'protocol_b': {...}} of floats and ints.
+    ({'protocol_a': {...}, 'protocol_b': {...}} of floats and ints,
+     (x, x_posterior) of protocol B, (N, D) each in original units).
   """
-  solutions_b = [] if solutions_b is None else solutions_b
   key_a, key_b = jax.random.split(key)
   num_targets = y_heldout.shape[0]
   sols = method.solve(model, key_a, y_heldout, 1, sampler)
@@ -284,7 +282,6 @@ def evaluate(task: tasks.Task, method: methods.Method, model,
   cold = method.solve(model, key_b, target, num_solutions, sampler)
   sols = method.solve(model, key_b, target, num_solutions, sampler)
   x_b = np.asarray(sols.x).reshape(num_solutions, task.x_dim)
-  solutions_b[:] = [x_b, np.asarray(sols.x_posterior).reshape(x_b.shape)]
   b = _resim(task, metrics.protocol_b_error(task.simulate, x_b, target))
   tts = metrics.TimeToSolution(sols.inference_s, sols.localization_s)
   b.update(num_solutions=num_solutions, target=target.tolist(),
@@ -295,7 +292,8 @@ def evaluate(task: tasks.Task, method: methods.Method, model,
            gradient_steps_per_solution=sols.gradient_steps_per_solution,
            diversity=float(metrics.diversity(jnp.asarray(x_b[:2000])))
            if num_solutions > 1 else float('nan'))
-  return {'protocol_a': a, 'protocol_b': b}
+  return ({'protocol_a': a, 'protocol_b': b},
+          (x_b, np.asarray(sols.x_posterior).reshape(x_b.shape)))
 
 
 def r_t_record(task: tasks.Task, method: methods.Method, model,
@@ -445,12 +443,13 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                'sampler': sampler, 'train_rows': len(train),
                'config_digest': digests[name], **fit}
         key_protocols, key_rt, key_steps = jax.random.split(key_eval, 3)
-        solutions_b = []
-        run.update(evaluate(task, method, model, key_protocols, y[held],
-                            settings.num_solutions, sampler, solutions_b))
+        record, (x_b, x_b_posterior) = evaluate(
+            task, method, model, key_protocols, y[held],
+            settings.num_solutions, sampler)
+        run.update(record)
         path = solutions_path(settings.workdir, name, method.name, seed)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        runner.write_npz(path, x=solutions_b[0], x_posterior=solutions_b[1])
+        runner.write_npz(path, x=x_b, x_posterior=x_b_posterior)
         run['num_params'] = num_params(model)
         if settings.rt_targets:
           run['r_t'] = r_t_record(task, method, model, key_rt,
