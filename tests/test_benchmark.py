@@ -300,3 +300,48 @@ def test_r_t_ranks_only_the_methods_that_localize():
   np.testing.assert_allclose(ranked['r_t'], [
       worst_first[:, 0].mean(), worst_first[:, :2].min(1).mean(),
       err.min(1).mean()], rtol=1e-5)
+
+
+def test_extra_targets_are_evaluated_and_tabulated():
+  """Protocol B runs at each extra target, with the error of those designs."""
+  base_task = tasks.get('sinewave')
+  task = dataclasses.replace(
+      base_task, extra_targets=(np.array([0.5], np.float32),))
+  designs = np.asarray(base_task.sample_prior(jax.random.PRNGKey(3), 6))
+
+  def solve(model, key, y_target, num_solutions, sampler):
+    del model, sampler
+    t = np.atleast_2d(np.asarray(y_target, np.float32))
+    rows = np.asarray(jax.random.choice(key, 6, (t.shape[0], num_solutions)))
+    x = designs[rows]
+    return pipeline.Solutions(
+        x=x if t.shape[0] > 1 else x[0], x_posterior=x, y_surrogate=None,
+        surrogate_error=np.zeros(rows.shape), y_target=t, inference_s=0.0,
+        localization_s=0.0, gradient_steps_per_solution=0.0)
+
+  method = methods.Method('fake', None, solve, None, None, 'fixed designs')
+  record, _ = benchmark.evaluate(task, method, None, jax.random.PRNGKey(0),
+                                 np.array([[0.1], [0.2]], np.float32), 4,
+                                 'srs')
+  (extra,) = record['protocol_b_extra']
+  assert extra['target'] == [0.5] and extra['num_solutions'] == 4
+  # The same key a second time gives the designs the harness scored.
+  x = solve(None, jax.random.fold_in(
+      jax.random.split(jax.random.PRNGKey(0))[1], 1), [0.5], 4, None).x
+  y = np.asarray(base_task.simulate(x), np.float64)
+  np.testing.assert_allclose(extra['resimulation_error'],
+                             np.mean((y[:, 0] - 0.5) ** 2), rtol=1e-5)
+  assert 'protocol_b_extra' not in benchmark.evaluate(
+      base_task, method, None, jax.random.PRNGKey(0),
+      np.array([[0.1]], np.float32), 4, 'srs')[0]
+
+  runs = [{'task': 'sinewave', 'method': 'ipage', 'seed': s,
+           'protocol_b_extra': [{'resimulation_error': v}]}
+          for s, v in enumerate((1e-3, 3e-3))]
+  table = benchmark.format_extra_targets_table(runs, [task], ['ipage', 'na'])
+  lines = table.splitlines()
+  assert lines[0] == '| method | sinewave, y* = 0.5 |'
+  assert lines[2] == f'| ipage | {_cell([1e-3, 3e-3])} |'
+  assert lines[3] == '| na | – |'
+  assert benchmark.format_extra_targets_table(runs, [base_task],
+                                              ['ipage']) == ''

@@ -35,6 +35,8 @@ class Task:
       stand-in (re-simulation figures are then labelled "vs oracle").
     x_names: D short names of the design parameters (plots, tables).
     y_names: M short names of the properties.
+    extra_targets: further (M,) targets at which the benchmark also runs
+      protocol B (e.g. mos2's 0.5 eV next to its default 1.0 eV).
   """
 
   name: str
@@ -50,6 +52,7 @@ class Task:
   simulator_kind: str = 'exact'
   x_names: tuple[str, ...] = ()
   y_names: tuple[str, ...] = ()
+  extra_targets: tuple[np.ndarray, ...] = ()
 
   @property
   def bounds(self) -> tuple[np.ndarray, np.ndarray]:
