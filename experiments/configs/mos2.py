@@ -1,4 +1,12 @@
-"""MoS2 band gap (SPEC section 7, "crystal" column)."""
+"""MoS2 band gap (SPEC section 7, "crystal" column).
+
+Network, batch, epochs and training lr as in the spec table. Localization
+as for the sinewave and the robot arm (1000 Adam steps, 1e-2 -> 1e-5 cosine,
+1.2 N candidates, the N best kept by surrogate error): with the table's 500
+steps at 1e-3 about 18 % of the solutions for 1.0 eV had not reached the
+level set (protocol-B error vs oracle 0.21 eV^2 against 0.013 eV^2 with
+these settings, same model; docs/results.md).
+"""
 
 from experiments.configs import default
 
@@ -14,5 +22,8 @@ def get_config():
   c.train.epochs = 1000
   c.train.learning_rate = 1e-3
   c.train.final_learning_rate = 1e-5
-  c.solve.localize_learning_rate = 1e-3
+  c.solve.localize_steps = 1000
+  c.solve.localize_learning_rate = 1e-2
+  c.solve.localize_final_learning_rate = 1e-5
+  c.solve.oversample = 1.2
   return c
