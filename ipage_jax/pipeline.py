@@ -75,6 +75,14 @@ def default_config() -> ml_collections.ConfigDict:
   c.solve.localize_final_learning_rate = 1e-3  # cosine decay to this
   c.solve.boundary_weight = 1.0      # NA boundary penalty (0: off)
   c.solve.oversample = 1.0           # draw this x N samples, keep the N best
+  # How iPage picks the N kept of the oversampled candidates: 'surrogate'
+  # (lowest surrogate error) or 'typicality' (of the candidates on the level
+  # set, i.e. surrogate error <= accept_error in standardized y units, those
+  # with the smallest latent norm ||f_z(x)||^2 under the final INN: designs
+  # typical of the training data, where the surrogate is trustworthy; the
+  # rest by surrogate error). Baselines always rank by surrogate error.
+  c.solve.rank_by = 'surrogate'
+  c.solve.accept_error = 1e-4
 
   # Several devices (BUILD.md): data-parallel training (the batch is split
   # over the devices, batch_size must be a multiple of their count) and
@@ -411,18 +419,34 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
     bounds: (lower (D,), upper (D,)) box of the boundary penalty, original
       units (default: the training data's box).
     solve_config: settings replacing the model's `config.solve` (sampler,
-      localization steps, learning rates, boundary weight).
+      localization steps, learning rates, boundary weight, oversampling and
+      how the kept candidates are ranked: `rank_by`, `accept_error`).
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
   """
   draw = lambda k, t, n, smp: _sample_jit(model.inn, model.params, k, t, n,
                                           smp)
+  s = model.config.solve if solve_config is None else solve_config
+  rank_by = s.get('rank_by', 'surrogate')
+  if rank_by not in ('surrogate', 'typicality'):
+    raise ValueError(f"solve.rank_by must be 'surrogate' or 'typicality', "
+                     f'got {rank_by!r}')
+  typicality = None
+  if rank_by == 'typicality':
+    typicality = functools.partial(_latent_norm, model.inn, model.params)
   return solve_with(
       model, key, y_target, num_solutions, sampler, draw=draw,
       surrogate=Surrogate(_forward_y, model.inn, model.surrogate_params),
       localize=localize, steps=steps, learning_rate=learning_rate,
-      bounds=bounds, solve_config=solve_config)
+      bounds=bounds, solve_config=solve_config, typicality=typicality)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _latent_norm(inn: flows.INN, params: Any, x_std: Array) -> Array:
+  """(n, D) standardized designs -> (n,) ||f_z(x)||^2 (z ~ N(0, I) on data)."""
+  out, _ = inn.apply(params, inn.pad_x(x_std))
+  return jnp.sum(jnp.square(inn.split_output(out)[1]), -1)
 
 
 def solve_with(model, key: Array, y_target, num_solutions: int,
@@ -431,7 +455,8 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
                steps: Optional[int] = None,
                learning_rate: Optional[float] = None,
                bounds: Optional[tuple[Any, Any]] = None,
-               solve_config: Optional[ml_collections.ConfigDict] = None
+               solve_config: Optional[ml_collections.ConfigDict] = None,
+               typicality: Optional[Callable[[Array], Array]] = None
                ) -> Solutions:
   """The solve loop every method shares: draw, localize, keep the best.
 
@@ -450,6 +475,11 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
       keep the best of the `solve.oversample` x N candidates; False returns
       N candidates as drawn.
     steps, learning_rate, bounds, solve_config: as in `solve`.
+    typicality: `(n, D) standardized designs -> (n,)`, lower = more typical
+      of the training data; when given, the kept candidates are those with
+      surrogate error <= `solve.accept_error` (standardized y units) and the
+      lowest typicality, then the others by surrogate error. None: by
+      surrogate error alone.
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
@@ -521,7 +551,16 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
         surrogate.apply(surrogate.net, surrogate.params, flat_x))
     err = jnp.sum(jnp.square(y_sur - repeat_targets), -1)
     # (T, num_draw) -> the num_solutions best per target (all if no extra).
-    keep = jnp.argsort(err.reshape(num_targets, num_draw), axis=1)
+    score = err.reshape(num_targets, num_draw)
+    if typicality is not None and localize:
+      err_std = jnp.sum(jnp.square(model.y_scaler.forward(y_sur) - flat_t),
+                        -1).reshape(num_targets, num_draw)
+      accepted = err_std <= s.get('accept_error', 1e-4)
+      secondary = jnp.where(accepted, typicality(flat_x).reshape(
+          num_targets, num_draw), score)
+      keep = jnp.lexsort((secondary, ~accepted), axis=1)
+    else:
+      keep = jnp.argsort(score, axis=1)
     keep = jnp.sort(keep[:, :num_solutions], axis=1)
   rows = (keep + num_draw * jnp.arange(num_targets)[:, None]).reshape(-1)
   lead = (num_solutions,) if single else (num_targets, num_solutions)

@@ -105,6 +105,38 @@ def test_bad_width_raises():
     pipeline.build_inn(c, 2, 1)
 
 
+def test_typicality_ranking_keeps_low_latent_norm_on_the_level_set(model):
+  """rank_by='typicality': of 3N drawn (no localization steps), the kept N
+  are the accepted candidates (standardized surrogate error <= accept_error)
+  with the smallest ||z||^2, then the rest by surrogate error."""
+  s = model.config.solve.copy_and_resolve_references()
+  s.oversample, s.rank_by = 3.0, 'typicality'
+  key, n, target = jax.random.PRNGKey(5), 8, 3000.0
+  t_std = model.y_scaler.forward(jnp.array([[target]]))
+  drawn_std = pipeline.sample_posterior(model.inn, model.params, key, t_std,
+                                        3 * n, 'lhs')[0]
+  drawn = np.asarray(model.x_scaler.inverse(drawn_std))
+  y_sur = np.asarray(model.surrogate(jnp.asarray(drawn)), np.float64)
+  err_std = ((y_sur[:, 0] - target) / float(model.y_scaler.scale[0])) ** 2
+  # Latent norm from the raw network output: columns [y_dim, y_dim + z_dim).
+  padded = np.zeros((3 * n, model.inn.width), np.float32)
+  padded[:, :2] = np.asarray(drawn_std)
+  out = np.asarray(model.inn.apply(model.params, jnp.asarray(padded))[0])
+  z_norm = np.sum(out[:, 1:1 + model.inn.z_dim] ** 2, -1)
+  s.accept_error = float(np.quantile(err_std, 0.75))  # 18 of 24 accepted
+  accepted = err_std <= s.accept_error
+  order = sorted(range(3 * n), key=lambda i: (
+      not accepted[i], z_norm[i] if accepted[i] else err_std[i]))
+  # The test discriminates: by surrogate error alone another set is kept.
+  assert set(order[:n]) != set(np.argsort(err_std)[:n])
+  sols = pipeline.solve(model, key, [target], n, 'lhs', steps=0,
+                        learning_rate=1e-3, solve_config=s)
+  np.testing.assert_allclose(sols.x, drawn[np.sort(order[:n])], rtol=1e-5)
+  s.rank_by = 'closest'
+  with pytest.raises(ValueError, match='rank_by'):
+    pipeline.solve(model, key, [target], n, solve_config=s)
+
+
 def test_oversample_keeps_the_best_by_surrogate_error(model):
   """With no localization steps, oversampling must return exactly the N
   posterior samples (of 2N drawn) with the lowest surrogate error."""
