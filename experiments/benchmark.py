@@ -207,16 +207,19 @@ def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
 
   Returns:
     (model, record) with record = {'fit_s', 'source': 'trained' | 'cache' |
-    donor path}.
+    donor path}. A cached model is reused when the fingerprints agree on
+    everything but solve settings (`solve` sections, which training does not
+    read); it then carries `config`, the current settings.
   """
-  fingerprint = _as_json(fingerprint)
+  fingerprint = _training_view(_as_json(fingerprint))
   info_path = path[:-len('.msgpack')] + '.json'
   os.makedirs(os.path.dirname(path), exist_ok=True)
   for source in (path, *donors):
     info = _read_json(source[:-len('.msgpack')] + '.json')
     if (os.path.exists(source) and info is not None
-        and info.get('fingerprint') == fingerprint):
-      model = method.load(source)
+        and _training_view(info.get('fingerprint')) == fingerprint):
+      # Solve settings may differ from the file's: they are the current ones.
+      model = method.load(source)._replace(config=config)
       if source != path:
         method.save(path, model)
         runner.write_json(info_path, dict(info, source=source))
@@ -238,6 +241,22 @@ def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
                                 'source': 'trained'})
   shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model file replaces it
   return model, {'fit_s': fit_s, 'source': 'trained'}
+
+
+def _training_view(fingerprint: Optional[dict]) -> Optional[dict]:
+  """`fingerprint` without solve settings: its config's `solve` section and
+  the `solve` of every method section (`config.<method>.solve`)."""
+  if not fingerprint or 'config' not in fingerprint:
+    return fingerprint
+  config = {}
+  for k, v in fingerprint['config'].items():
+    if isinstance(v, dict) and 'solve' in v:
+      v = {kk: vv for kk, vv in v.items() if kk != 'solve'}
+      if not v:  # a section of solve settings only
+        continue
+    if k != 'solve':
+      config[k] = v
+  return dict(fingerprint, config=config)
 
 
 def _resim(task: tasks.Task, err: metrics.ResimulationError) -> dict:
