@@ -1,5 +1,7 @@
 """fit / solve: shapes, units, batching over targets, determinism, errors."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,6 +105,35 @@ def test_bad_width_raises():
   c.model.width = 1
   with pytest.raises(ValueError, match='width'):
     pipeline.build_inn(c, 2, 1)
+
+
+def test_latent_moments_and_the_warning_of_a_poor_latent(model, monkeypatch):
+  x = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (64, 2),
+                                    minval=10.0, maxval=20.0))
+  mean, std = pipeline.latent_moments(model, x)
+  # Independently: pad the standardized x with zeros, run the network, take
+  # the columns after y.
+  x_std = (x - np.asarray(model.x_scaler.mean)) / np.asarray(
+      model.x_scaler.scale)
+  padded = np.zeros((64, model.inn.width), np.float32)
+  padded[:, :2] = x_std
+  out = np.asarray(model.inn.apply(model.params, jnp.asarray(padded))[0],
+                   np.float64)
+  z = out[:, 1:1 + model.inn.z_dim]
+  np.testing.assert_allclose(mean, z.mean(0), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(std, z.std(0), rtol=1e-4, atol=1e-5)
+
+  c = model.config.copy_and_resolve_references()
+  c.train.epochs, c.train.batch_size = 1, 16
+  y = (x[:, :1] + x[:, 1:]) * 100.0
+  monkeypatch.setattr(pipeline, 'LATENT_MAX_MEAN', -1.0)  # any latent fails
+  with pytest.warns(RuntimeWarning, match='far from N'):
+    pipeline.fit(jax.random.PRNGKey(0), x, y, c)
+  monkeypatch.setattr(pipeline, 'LATENT_MAX_MEAN', np.inf)
+  monkeypatch.setattr(pipeline, 'LATENT_STD_RANGE', (0.0, np.inf))
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', RuntimeWarning)
+    pipeline.fit(jax.random.PRNGKey(0), x, y, c)
 
 
 def test_typicality_ranking_keeps_low_latent_norm_on_the_level_set(model):
