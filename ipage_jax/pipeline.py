@@ -472,6 +472,9 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
   if rank_by not in ('surrogate', 'typicality'):
     raise ValueError(f"solve.rank_by must be 'surrogate' or 'typicality', "
                      f'got {rank_by!r}')
+  if not s.get('accept_error', 1e-4) >= 0:  # also refuses NaN
+    raise ValueError(f"solve.accept_error must be >= 0, got "
+                     f"{s.get('accept_error')!r}")
   typicality = None
   if rank_by == 'typicality':
     typicality = lambda x_std: jnp.sum(

@@ -166,6 +166,9 @@ def test_typicality_ranking_keeps_low_latent_norm_on_the_level_set(model):
   s.rank_by = 'closest'
   with pytest.raises(ValueError, match='rank_by'):
     pipeline.solve(model, key, [target], n, solve_config=s)
+  s.rank_by, s.accept_error = 'typicality', -1.0
+  with pytest.raises(ValueError, match='accept_error'):
+    pipeline.solve(model, key, [target], n, solve_config=s)
 
 
 def test_oversample_keeps_the_best_by_surrogate_error(model):
