@@ -75,14 +75,21 @@ def default_config() -> ml_collections.ConfigDict:
   c.solve.localize_final_learning_rate = 1e-3  # cosine decay to this
   c.solve.boundary_weight = 1.0      # NA boundary penalty (0: off)
   c.solve.oversample = 1.0           # draw this x N samples, keep the N best
-  # How iPage picks the N kept of the oversampled candidates: 'surrogate'
-  # (lowest surrogate error) or 'typicality' (of the candidates on the level
+  # How solve picks the N kept of the oversampled candidates: 'surrogate'
+  # (lowest surrogate error), 'typicality' (of the candidates on the level
   # set, i.e. surrogate error <= accept_error in standardized y units, those
   # with the smallest latent norm ||f_z(x)||^2 under the final INN: designs
   # typical of the training data, where the surrogate is trustworthy; the
-  # rest by surrogate error). Baselines always rank by surrogate error.
+  # rest by surrogate error; methods without an INN latent fall back to
+  # 'surrogate') or 'diversity' (of the candidates
+  # on the level set, a greedy farthest-point subset in standardized x: the
+  # most spread-out designs; the rest by surrogate error; any method).
   c.solve.rank_by = 'surrogate'
   c.solve.accept_error = 1e-4
+  # rank_by='diversity' with more than one solution per target: draw at
+  # least this many candidates per target, a pool to spread the N over
+  # (0: just oversample x N).
+  c.solve.min_candidates = 0
 
   # Several devices (BUILD.md): data-parallel training (the batch is split
   # over the devices, batch_size must be a multiple of their count) and
@@ -468,15 +475,8 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
   draw = lambda k, t, n, smp: _sample_jit(model.inn, model.params, k, t, n,
                                           smp)
   s = model.config.solve if solve_config is None else solve_config
-  rank_by = s.get('rank_by', 'surrogate')
-  if rank_by not in ('surrogate', 'typicality'):
-    raise ValueError(f"solve.rank_by must be 'surrogate' or 'typicality', "
-                     f'got {rank_by!r}')
-  if not s.get('accept_error', 1e-4) >= 0:  # also refuses NaN
-    raise ValueError(f"solve.accept_error must be >= 0, got "
-                     f"{s.get('accept_error')!r}")
   typicality = None
-  if rank_by == 'typicality':
+  if s.get('rank_by', 'surrogate') == 'typicality':
     typicality = lambda x_std: jnp.sum(
         jnp.square(_latent(model.inn, model.params, x_std)), -1)
   return solve_with(
@@ -484,6 +484,49 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
       surrogate=Surrogate(_forward_y, model.inn, model.surrogate_params),
       localize=localize, steps=steps, learning_rate=learning_rate,
       bounds=bounds, solve_config=solve_config, typicality=typicality)
+
+
+RANKINGS = ('surrogate', 'typicality', 'diversity')
+
+
+@functools.partial(jax.jit, static_argnames='num_keep')
+def diverse_subset(x: Array, score: Array, accepted: Array, num_keep: int
+                   ) -> Array:
+  """Greedy farthest-point choice of `num_keep` accepted candidates.
+
+  Starts from the accepted candidate with the lowest score, then adds the
+  accepted candidate farthest (Euclidean) from all chosen so far, ties
+  broken by the lower score; once the accepted ones run out, the rest follow
+  by score. The chosen set's minimum pairwise distance is at least half the
+  best possible (Gonzalez 1985, "Clustering to minimize the maximum
+  intercluster distance", Theor. Comput. Sci. 38).
+
+  Args:
+    x: (n, D) candidates.
+    score: (n,) lower is better (e.g. surrogate error).
+    accepted: (n,) bool, the candidates eligible for the spread-out choice.
+    num_keep: how many to choose, <= n.
+
+  Returns:
+    (num_keep,) int32 distinct indices into the n candidates, in the order
+    chosen.
+  """
+  def step(carry, _):
+    taken, nearest = carry
+    open_accepted = accepted & ~taken
+    spread = jnp.where(open_accepted, nearest, -jnp.inf)
+    farthest = open_accepted & (spread == jnp.max(spread))
+    pick = jnp.where(
+        jnp.any(open_accepted),
+        jnp.argmin(jnp.where(farthest, score, jnp.inf)),
+        jnp.argmin(jnp.where(taken, jnp.inf, score)))
+    nearest = jnp.minimum(nearest, jnp.sum(jnp.square(x - x[pick][None]), -1))
+    return (taken.at[pick].set(True), nearest), pick.astype(jnp.int32)
+
+  n = x.shape[0]
+  init = (jnp.zeros(n, bool), jnp.full(n, jnp.inf, x.dtype))
+  _, picks = jax.lax.scan(step, init, None, length=num_keep)
+  return picks
 
 
 def solve_with(model, key: Array, y_target, num_solutions: int,
@@ -513,16 +556,26 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
       N candidates as drawn.
     steps, learning_rate, bounds, solve_config: as in `solve`.
     typicality: `(n, D) standardized designs -> (n,)`, lower = more typical
-      of the training data; when given, the kept candidates are those with
-      surrogate error <= `solve.accept_error` (standardized y units) and the
-      lowest typicality, then the others by surrogate error. None: by
-      surrogate error alone.
+      of the training data; used by `solve.rank_by='typicality'`: the kept
+      candidates are those with surrogate error <= `solve.accept_error`
+      (standardized y units) and the lowest typicality, then the others by
+      surrogate error. With `rank_by='diversity'` the accepted ones are
+      kept as a `diverse_subset`; with 'surrogate' by surrogate error alone.
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
   """
   s = model.config.solve if solve_config is None else solve_config
   sampler = sampler or s.sampler
+  rank_by = s.get('rank_by', 'surrogate')
+  if rank_by not in RANKINGS:
+    raise ValueError(f'solve.rank_by must be one of {RANKINGS}, got '
+                     f'{rank_by!r}')
+  if rank_by == 'typicality' and typicality is None:
+    rank_by = 'surrogate'  # no latent (baselines): as documented
+  if not s.get('accept_error', 1e-4) >= 0:  # also refuses NaN
+    raise ValueError(f"solve.accept_error must be >= 0, got "
+                     f"{s.get('accept_error')!r}")
   if num_solutions < 1:
     raise ValueError(f'num_solutions must be >= 1, got {num_solutions}')
   y_dim = model.y_range[0].shape[0]
@@ -543,6 +596,13 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
   if not localize:  # plain samples: nothing is dropped or ranked
     oversample = 1.0
   num_draw = int(np.ceil(num_solutions * oversample))
+  min_candidates = s.get('min_candidates', 0)
+  if isinstance(min_candidates, bool) or not isinstance(
+      min_candidates, (int, np.integer)) or min_candidates < 0:
+    raise ValueError(f'solve.min_candidates must be an integer >= 0, got '
+                     f'{min_candidates!r}')
+  if localize and rank_by == 'diversity' and num_solutions > 1:
+    num_draw = max(num_draw, int(min_candidates))
   start = time.perf_counter()
   x_draw = jax.block_until_ready(draw(key, t_std, num_draw, sampler))
   inference_s = time.perf_counter() - start
@@ -589,16 +649,21 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
     err = jnp.sum(jnp.square(y_sur - repeat_targets), -1)
     # (T, num_draw) -> the num_solutions best per target (all if no extra).
     score = err.reshape(num_targets, num_draw)
-    if typicality is not None and localize:
+    if rank_by == 'surrogate' or not localize:
+      keep = jnp.argsort(score, axis=1)[:, :num_solutions]
+    else:
       err_std = jnp.sum(jnp.square(model.y_scaler.forward(y_sur) - flat_t),
                         -1).reshape(num_targets, num_draw)
       accepted = err_std <= s.get('accept_error', 1e-4)
-      secondary = jnp.where(accepted, typicality(flat_x).reshape(
-          num_targets, num_draw), score)
-      keep = jnp.lexsort((secondary, ~accepted), axis=1)
-    else:
-      keep = jnp.argsort(score, axis=1)
-    keep = jnp.sort(keep[:, :num_solutions], axis=1)
+      if rank_by == 'typicality':
+        secondary = jnp.where(accepted, typicality(flat_x).reshape(
+            num_targets, num_draw), score)
+        keep = jnp.lexsort((secondary, ~accepted), axis=1)[:, :num_solutions]
+      else:
+        keep = jax.vmap(functools.partial(
+            diverse_subset, num_keep=num_solutions))(
+                flat_x.reshape(num_targets, num_draw, d), score, accepted)
+    keep = jnp.sort(keep, axis=1)
   rows = (keep + num_draw * jnp.arange(num_targets)[:, None]).reshape(-1)
   lead = (num_solutions,) if single else (num_targets, num_solutions)
   as_np = lambda a, tail: np.asarray(a[rows]).reshape(lead + tail)

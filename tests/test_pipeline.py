@@ -164,11 +164,96 @@ def test_typicality_ranking_keeps_low_latent_norm_on_the_level_set(model):
                         learning_rate=1e-3, solve_config=s)
   np.testing.assert_allclose(sols.x, drawn[np.sort(order[:n])], rtol=1e-5)
   s.rank_by = 'closest'
-  with pytest.raises(ValueError, match='rank_by'):
+  with pytest.raises(ValueError, match="one of \\('surrogate'"):
     pipeline.solve(model, key, [target], n, solve_config=s)
   s.rank_by, s.accept_error = 'typicality', -1.0
   with pytest.raises(ValueError, match='accept_error'):
     pipeline.solve(model, key, [target], n, solve_config=s)
+
+
+def _greedy_farthest(x, score, accepted, k):
+  """Reference: the farthest-point rule written as plain Python loops."""
+  chosen = []
+  for _ in range(k):
+    open_acc = [i for i in range(len(x)) if accepted[i] and i not in chosen]
+    if not open_acc:
+      rest = [i for i in range(len(x)) if i not in chosen]
+      chosen.append(min(rest, key=lambda i: score[i]))
+      continue
+    def spread(i):
+      return min((float(np.sum((x[i] - x[j]) ** 2)) for j in chosen),
+                 default=np.inf)
+    chosen.append(min(open_acc, key=lambda i: (-spread(i), score[i])))
+  return chosen
+
+
+def test_diverse_subset_matches_the_farthest_point_rule():
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(40, 3)).astype(np.float32)
+  score = rng.uniform(size=40).astype(np.float32)
+  accepted = rng.uniform(size=40) < 0.6
+  for k in (1, 7, int(accepted.sum()), 30):  # 30: past the accepted ones
+    got = pipeline.diverse_subset(jnp.asarray(x), jnp.asarray(score),
+                                  jnp.asarray(accepted), num_keep=k)
+    assert list(np.asarray(got)) == _greedy_farthest(x, score, accepted, k)
+
+
+def test_diversity_ranking_keeps_one_design_per_cluster():
+  """Four tight clusters, the best-scored one holding most candidates: by
+  score the kept four come from one cluster, by diversity one from each."""
+  centers = np.array([[0, 0], [5, 0], [0, 5], [5, 5]], np.float32)
+  rng = np.random.default_rng(1)
+  label = np.array([0] * 10 + [1, 2, 3] * 2)
+  x = centers[label] + 0.01 * rng.normal(size=(16, 2)).astype(np.float32)
+  score = np.where(label == 0, 0.0, 1.0) + 0.1 * rng.uniform(size=16)
+  got = np.asarray(pipeline.diverse_subset(
+      jnp.asarray(x), jnp.asarray(score, jnp.float32),
+      jnp.ones(16, bool), num_keep=4))
+  assert sorted(label[got]) == [0, 1, 2, 3]
+  assert label[got[0]] == 0 and score[got[0]] == score[label == 0].min()
+  assert set(label[np.argsort(score)[:4]]) == {0}
+
+
+def test_solve_with_diversity_ranking(model):
+  """rank_by='diversity' on 3N candidates (no localization steps): the kept
+  N are the farthest-point choice among the accepted, in standardized x."""
+  s = model.config.solve.copy_and_resolve_references()
+  s.oversample, s.rank_by = 3.0, 'diversity'
+  key, n, target = jax.random.PRNGKey(5), 8, 3000.0
+  t_std = model.y_scaler.forward(jnp.array([[target]]))
+  drawn_std = np.asarray(pipeline.sample_posterior(
+      model.inn, model.params, key, t_std, 3 * n, 'lhs')[0])
+  drawn = np.asarray(model.x_scaler.inverse(jnp.asarray(drawn_std)))
+  y_sur = np.asarray(model.surrogate(jnp.asarray(drawn)), np.float64)
+  err = (y_sur[:, 0] - target) ** 2
+  err_std = err / float(model.y_scaler.scale[0]) ** 2
+  s.accept_error = float(np.quantile(err_std, 0.75))
+  expected = _greedy_farthest(drawn_std, err, err_std <= s.accept_error, n)
+  assert set(expected) != set(np.argsort(err)[:n])  # the test discriminates
+  sols = pipeline.solve(model, key, [target], n, 'lhs', steps=0,
+                        learning_rate=1e-3, solve_config=s)
+  np.testing.assert_allclose(sols.x, drawn[np.sort(expected)], rtol=1e-5)
+
+
+def test_min_candidates_sets_the_diversity_pool(model):
+  """With rank_by='diversity', N > 1 solutions come from max(oversample N,
+  min_candidates) candidates (gradient evaluations say how many); one
+  solution, or another ranking, ignores min_candidates."""
+  s = model.config.solve.copy_and_resolve_references()
+  s.oversample, s.min_candidates, s.localize_steps = 1.0, 20, 3
+  for rank_by, n, pool in (('diversity', 4, 20), ('diversity', 1, 1),
+                           ('surrogate', 4, 4), ('diversity', 30, 30)):
+    s.rank_by = rank_by
+    sols = pipeline.solve(model, jax.random.PRNGKey(0), [3000.0], n,
+                          solve_config=s)
+    assert sols.x.shape == (n, 2)
+    assert sols.gradient_steps_per_solution == 3 * pool / n
+  for bad in (-1, 2.5, True):
+    with s.ignore_type():
+      s.min_candidates = bad
+    with pytest.raises(ValueError, match='min_candidates'):
+      pipeline.solve(model, jax.random.PRNGKey(0), [3000.0], 4,
+                     solve_config=s)
 
 
 def test_oversample_keeps_the_best_by_surrogate_error(model):
