@@ -191,7 +191,8 @@ def _progress_logger(name: str, epochs: int, log_every: int):
 def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
                y: np.ndarray, config: ml_collections.ConfigDict,
                path: str, fingerprint: dict, *,
-               donors: Sequence[str] = (), name: str = ''):
+               donors: Sequence[str] = (), name: str = '',
+               augment=None):
   """Loads the model at `path` if its fingerprint matches, else fits it.
 
   Args:
@@ -204,6 +205,7 @@ def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
     donors: model files of methods with the same `fit` and `save`; one with
       a matching fingerprint is copied instead of training again.
     name: label of the progress lines.
+    augment: passed to `method.fit` (see `runner.augmentation`).
 
   Returns:
     (model, record) with record = {'fit_s', 'source': 'trained' | 'cache' |
@@ -229,9 +231,10 @@ def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
   digest = hashlib.sha1(json.dumps(fingerprint).encode()).hexdigest()[:10]
   ckpt_dir = path[:-len('.msgpack')] + f'.ckpt-{digest}'
   start = time.perf_counter()
+  extra = {} if augment is None else {'augment': augment}
   model = method.fit(key, x, y, config, checkpoint_dir=ckpt_dir,
                      progress=_progress_logger(name, config.train.epochs,
-                                               config.log_every))
+                                               config.log_every), **extra)
   fit_s = time.perf_counter() - start
   if getattr(model, 'diverged', False):
     logging.warning('%s: training diverged; last finite parameters kept',
@@ -481,7 +484,8 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                   and m.fit is method.fit and m.save is method.save]
         model, fit = fit_cached(method, key_fit, x[train], y[train],
                                 config_s, path, fingerprint, donors=donors,
-                                name=label)
+                                name=label,
+                                augment=runner.augmentation(task, config_s))
         run = {'task': name, 'method': method.name, 'seed': seed,
                'sampler': sampler, 'train_rows': len(train),
                'config_digest': digests[name], **fit}

@@ -62,6 +62,20 @@ class UsageError(ValueError):
   """Bad command-line input (exit code 2, nothing written)."""
 
 
+def augmentation(task, config):
+  """The task's `augment` when `config.train.augment` asks for it, else None.
+
+  Raises:
+    UsageError: augmentation asked for a task without symmetries.
+  """
+  if not config.train.get('augment', False):
+    return None
+  if task.augment is None:
+    raise UsageError(f'config.train.augment is set, but task {task.name!r} '
+                     'has no augment function')
+  return task.augment
+
+
 @dataclasses.dataclass
 class Run:
   """The resolved settings of one invocation."""
@@ -193,7 +207,8 @@ def fit_or_load(run: Run, key: jax.Array, x: np.ndarray, y: np.ndarray):
                    rate)
 
   model = run.method.fit(key, x, y, run.config, checkpoint_dir=ckpt_dir,
-                         progress=progress)
+                         progress=progress,
+                         augment=augmentation(run.task, run.config))
   fit_s = time.perf_counter() - start
   if getattr(model, 'diverged', False):
     logging.warning('Training diverged; using the last finite parameters.')

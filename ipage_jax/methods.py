@@ -2,7 +2,8 @@
 
 Every method is a `Method` record of pure-ish functions:
 
-  model = method.fit(key, x, y, config, checkpoint_dir=..., progress=...)
+  model = method.fit(key, x, y, config, checkpoint_dir=..., progress=...,
+                     augment=...)
   sols = method.solve(model, key, y_target, num_solutions, sampler,
                       solve_config=config.solve)
   method.save(path, model); model = method.load(path)

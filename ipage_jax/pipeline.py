@@ -214,14 +214,18 @@ class Fitted(NamedTuple):
   diverged: bool
 
 
+# augment(key, x (b, D)) -> (b, D): a random symmetry of the designs.
+Augment = Callable[[Array, Array], Array]
+
+
 def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
                      *, init_fn: Callable[[Array], Any],
                      make_loss: Callable[[int], training.LossFn],
                      val_fn: training.ValFn, fingerprint: Any,
                      checkpoint_dir: Optional[str] = None,
                      progress: Optional[training.Progress] = None,
-                     parallel: Optional[ml_collections.ConfigDict] = None
-                     ) -> Fitted:
+                     parallel: Optional[ml_collections.ConfigDict] = None,
+                     augment: Optional[Augment] = None) -> Fitted:
   """The data handling and training loop that every method shares.
 
   Checks the pairs, splits off `train_cfg.val_fraction` for validation,
@@ -245,6 +249,9 @@ def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
     progress: `progress(epoch, metrics)` after every epoch.
     parallel: a `default_config().parallel` section; with num_devices != 1
       the batches are split over that many devices (None: one device).
+    augment: `(key, x (b, D)) -> (b, D)` in original units, a random
+      symmetry applied to every training minibatch (e.g. `Task.augment`);
+      None: off.
 
   Returns:
     Fitted (parameters on the default device, whatever the mesh). When
@@ -266,10 +273,17 @@ def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
     raise ValueError(f'{len(train_idx)} training rows are too few for one '
                      f'batch of {t.batch_size}')
   total_steps = max(t.epochs * steps_per_epoch, 2)
+  augment_std = None
+  if augment is not None:  # in original units, between the scalings
+    augment_std = lambda k, xb: x_scaler.forward(
+        augment(k, x_scaler.inverse(xb)))
+    fingerprint = {**fingerprint, 'augment': getattr(
+        augment, '__qualname__', repr(augment))}
   settings = training.TrainSettings(
       epochs=t.epochs, batch_size=t.batch_size,
       checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
-      fingerprint=fingerprint, mesh=parallel_lib.mesh_from_config(parallel))
+      fingerprint=fingerprint, mesh=parallel_lib.mesh_from_config(parallel),
+      augment=augment_std)
   result = training.train(
       key_train, make_loss(total_steps), val_fn, init_fn(key_init),
       make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),
@@ -291,7 +305,8 @@ def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
 
 def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
         *, checkpoint_dir: Optional[str] = None,
-        progress: Optional[training.Progress] = None) -> Model:
+        progress: Optional[training.Progress] = None,
+        augment: Optional[Augment] = None) -> Model:
   """Trains an iPage model on paired data (phase 1).
 
   Args:
@@ -302,6 +317,9 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
     checkpoint_dir: save every `config.train.checkpoint_every` epochs and
       resume from there (same config and data shapes required).
     progress: `progress(epoch, metrics)` after every epoch.
+    augment: `(key, x (b, D)) -> (b, D)`, original units: a random symmetry
+      of the designs that keeps y (e.g. `Task.augment`), applied to every
+      training minibatch. None: off.
 
   Returns:
     The fitted Model. When training diverged, `model.diverged` is True and
@@ -329,7 +347,7 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
       fingerprint={'model': config.model.to_dict(), 'train': t.to_dict(),
                    'x': x.shape, 'y': y.shape},
       checkpoint_dir=checkpoint_dir, progress=progress,
-      parallel=config.get('parallel'))
+      parallel=config.get('parallel'), augment=augment)
   model = Model(inn=inn, params=fitted.params,
                 surrogate_params=fitted.best_params,
                 x_scaler=fitted.x_scaler, y_scaler=fitted.y_scaler,

@@ -82,6 +82,10 @@ class TrainSettings:
       data, parameters and optimizer state are replicated, XLA reduces the
       gradients. batch_size must be a multiple of its device count. None
       (default): one device.
+    augment: `augment(key, xb) -> xb`, a random transformation of each
+      training minibatch's x (batch_size, D) that leaves its y valid
+      (data augmentation by a symmetry of the problem), with a fresh key
+      per step; validation rows are not transformed. None: off.
   """
   epochs: int
   batch_size: int
@@ -89,6 +93,7 @@ class TrainSettings:
   checkpoint_every: int = 50
   fingerprint: Any = None
   mesh: Optional[jax.sharding.Mesh] = None
+  augment: Optional[Callable[[Array, Array], Array]] = None
 
 
 def init_state(params: PyTree, optimizer: optax.GradientTransformation
@@ -102,12 +107,15 @@ def init_state(params: PyTree, optimizer: optax.GradientTransformation
 def make_epoch(loss_fn: LossFn, val_fn: ValFn,
                optimizer: optax.GradientTransformation, batch_size: int,
                num_batches: int,
-               mesh: Optional[jax.sharding.Mesh] = None) -> Callable:
+               mesh: Optional[jax.sharding.Mesh] = None,
+               augment: Optional[Callable[[Array, Array], Array]] = None
+               ) -> Callable:
   """Builds the jitted `epoch(state, key, x, y, x_val, y_val)` function.
 
   With a `mesh`, each minibatch (batch_size, ...) is constrained to rows
   split over the mesh and the returned state to replicated; the inputs
-  should be replicated on the mesh (`parallel.replicate`).
+  should be replicated on the mesh (`parallel.replicate`). With `augment`
+  (see `TrainSettings`) every minibatch's x is transformed first.
 
   Returns:
     epoch(state, key, x, y, x_val, y_val) -> (state, metrics): one shuffled
@@ -135,6 +143,9 @@ def make_epoch(loss_fn: LossFn, val_fn: ValFn,
     def body(state, batch):
       rows, step_key = batch
       xb, yb = x[rows], y[rows]
+      if augment is not None:
+        step_key, key_augment = jax.random.split(step_key)
+        xb = augment(key_augment, xb)
       if mesh is not None:
         xb, yb = (parallel.constrain_rows(a, mesh) for a in (xb, yb))
       return train_step(state, xb, yb, step_key)
@@ -208,7 +219,7 @@ def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
         (state, x, y, x_val, y_val), mesh)
 
   epoch_fn = make_epoch(loss_fn, val_fn, optimizer, settings.batch_size,
-                        num_batches, mesh)
+                        num_batches, mesh, settings.augment)
   diverged = False
   last_good = state
   for epoch in range(first_epoch, settings.epochs):

@@ -12,6 +12,7 @@ import pytest
 
 from experiments import benchmark
 from experiments import runner
+from experiments.configs import sinewave as sinewave_config
 from ipage_jax import methods
 from ipage_jax import pipeline
 from ipage_jax import tasks
@@ -209,11 +210,13 @@ def test_harness_writes_finite_results(smoke):
     assert r['r_t']['t'] == [1, 2, 4]
     assert np.all(np.diff(r['r_t']['r_t']) <= 1e-12)  # more proposals help
     assert r['num_params'] > 0
-  # Only the methods that localize have a steps curve; NA spends 10 starts x
-  # 3 steps per solution at the second grid point.
+  # Only the methods that localize have a steps curve; NA localizes 10
+  # starts per solution (at least the config's diversity pool per target)
+  # for 3 steps at the second grid point.
   assert 'steps_curve' not in by_method['inn']
+  pool = max(10 * 8, sinewave_config.get_config().solve.min_candidates)
   assert by_method['na']['steps_curve']['gradient_steps_per_solution'] == [
-      0, 30]
+      0, pool * 3 / 8]
   assert by_method['inn']['protocol_b']['gradient_steps_per_solution'] == 0
   for r in results['runs']:
     assert r['protocol_a']['num_targets'] == 8

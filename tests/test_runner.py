@@ -103,3 +103,21 @@ def test_mos2_refuses_negative_band_gap(tmp_path):
   assert proc.returncode == 2
   assert 'below 0' in proc.stdout
   assert not workdir.exists()
+
+
+def test_augmentation_follows_the_config_and_needs_a_symmetry():
+  from ipage_jax import tasks
+  from ipage_jax.tasks import architected
+  from experiments.configs import architected as architected_config
+  from experiments.configs import sinewave as sinewave_config
+  config = architected_config.get_config()
+  assert config.train.augment
+  assert runner.augmentation(tasks.get('architected'), config) is \
+      architected.augment
+  config.train.augment = False
+  assert runner.augmentation(tasks.get('architected'), config) is None
+  config = sinewave_config.get_config()
+  assert runner.augmentation(tasks.get('sinewave'), config) is None
+  config.train.augment = True
+  with pytest.raises(runner.UsageError, match='no augment'):
+    runner.augmentation(tasks.get('sinewave'), config)

@@ -160,3 +160,36 @@ def test_divergence_keeps_last_finite_parameters():
     xt, yt = _toy_data(128)
     model = pipeline.fit(jax.random.PRNGKey(0), xt, yt * 1e20, cfg)
   assert model.diverged
+
+
+def test_augment_transforms_training_batches_only():
+  """SGD on the loss mean((w - x)^2): the gradient sees the augmented x,
+  the validation loss the raw one. An augment that adds 10 moves w to the
+  mean of x + 10; validation then reads (w - x)^2 on the raw x."""
+  x = jnp.arange(8.0)[:, None]
+  y = jnp.zeros((8, 1))
+
+  def loss_fn(params, xb, yb, key, step):
+    del yb, key, step
+    return jnp.mean((params['w'] - xb) ** 2), {}
+
+  def shift(key, xb):
+    del key
+    return xb + 10.0
+
+  val_fn = lambda p, xv, yv: jnp.mean((p['w'] - xv) ** 2)
+  init = {'w': jnp.zeros(())}
+  runs = {}
+  for name, augment in (('plain', None), ('shifted', shift)):
+    settings = training.TrainSettings(epochs=200, batch_size=8,
+                                      augment=augment)
+    runs[name] = training.train(jax.random.PRNGKey(0), loss_fn, val_fn, init,
+                                optax.sgd(0.1), (x, y), (x, y), settings)
+  mean = float(jnp.mean(x))
+  np.testing.assert_allclose(runs['plain'].state.params['w'], mean, rtol=1e-4)
+  np.testing.assert_allclose(runs['shifted'].state.params['w'], mean + 10,
+                             rtol=1e-4)
+  # Validation on the raw rows: var(x) + 10^2 at w = mean + 10.
+  var = float(jnp.var(x))
+  np.testing.assert_allclose(runs['shifted'].history['val_loss'][-1],
+                             var + 100.0, rtol=1e-4)

@@ -19,6 +19,9 @@ def get_config():
   c.train.epochs = 60             # paper: 10000 (module docstring)
   c.train.learning_rate = 1e-3
   c.train.final_learning_rate = 1e-5
+  # Data augmentation by the cell's symmetries (periodic shifts, rotations,
+  # mirror images: `tasks.architected.augment`); y is unchanged by them.
+  c.train.augment = True
   c.solve.localize_learning_rate = 1e-4
   c.solve.localize_final_learning_rate = 1e-4
   c.log_every = 5

@@ -176,8 +176,13 @@ def build(spec: Spec, config: Config, x_dim: int, y_dim: int):
 
 def fit(spec: Spec, key: Array, x, y, config: Optional[Config] = None, *,
         checkpoint_dir: Optional[str] = None,
-        progress: Optional[training.Progress] = None) -> Model:
-  """Trains the baseline on (x (n, D), y (n, M)) in original units."""
+        progress: Optional[training.Progress] = None,
+        augment: Optional[pipeline.Augment] = None) -> Model:
+  """Trains the baseline on (x (n, D), y (n, M)) in original units.
+
+  `augment`: as in `pipeline.fit` (a random symmetry of the designs applied
+  to every training minibatch; None: off).
+  """
   config = pipeline.default_config() if config is None else config
   x, y = data_lib.check_pairs(x, y)
   net, cfg = build(spec, config, x.shape[1], y.shape[1])
@@ -190,7 +195,7 @@ def fit(spec: Spec, key: Array, x, y, config: Optional[Config] = None, *,
                    'train': train_cfg.to_dict(), 'x': x.shape,
                    'y': y.shape},
       checkpoint_dir=checkpoint_dir, progress=progress,
-      parallel=config.get('parallel'))
+      parallel=config.get('parallel'), augment=augment)
   return Model(method=spec.name, net=net, params=fitted.params,
                best_params=fitted.best_params, x_scaler=fitted.x_scaler,
                y_scaler=fitted.y_scaler, x_range=fitted.x_range,

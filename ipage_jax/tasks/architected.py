@@ -18,6 +18,7 @@ disconnected above porosity 0.55, so y collapses to the void stiffness).
 from __future__ import annotations
 
 import functools
+import math
 import os
 import tempfile
 from typing import Callable, Optional
@@ -188,6 +189,40 @@ def simulate(x: jax.Array, **options) -> jax.Array:
   return homogenization.effective_modulus(cells, **options)[..., None]
 
 
+@jax.jit
+def augment(key: jax.Array, x: jax.Array) -> jax.Array:
+  """Random symmetries of flattened square cells that keep their modulus.
+
+  Each cell gets its own periodic shift (uniform over the pixel grid) and
+  one of the 8 symmetries of the square (rotations by multiples of 90
+  degrees, with or without a transposition). All of them map a periodic
+  cell to one with the same effective tensor up to a swap of the axes (and
+  of the shear sign), so y, the mean of the two axial moduli, is unchanged.
+
+  Args:
+    key: PRNG key.
+    x: (n, s * s) densities, row-major s x s cells (any s).
+
+  Returns:
+    (n, s * s) the transformed cells.
+  """
+  n, d = x.shape
+  size = math.isqrt(d)
+  if size * size != d:
+    raise ValueError(f'cells must be square: {d} pixels per row')
+  k_shift, k_sym = jax.random.split(key)
+  shifts = jax.random.randint(k_shift, (n, 2), 0, size)
+  symmetry = jax.random.randint(k_sym, (n,), 0, 8)
+
+  def one(cell, shift, sym):
+    cell = jnp.roll(cell, shift, axis=(0, 1))
+    cell = jnp.where(sym >= 4, cell.T, cell)
+    return jnp.stack([jnp.rot90(cell, k) for k in range(4)])[sym % 4]
+
+  return jax.vmap(one)(x.reshape(n, size, size), shifts,
+                       symmetry).reshape(n, d)
+
+
 def sample_prior(key: jax.Array, n: int) -> jax.Array:
   """`(n, 1024)` float32 flattened cells from `generate_cells` (defaults)."""
   return generate_cells(key, n).reshape(-1, X_DIM)
@@ -327,4 +362,5 @@ def task() -> base.Task:
       simulator_kind='exact',
       x_names=tuple(f'rho_{i}_{j}' for i in range(SIZE) for j in range(SIZE)),
       y_names=('E_mean',),
+      augment=augment,
   )

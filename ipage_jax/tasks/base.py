@@ -37,6 +37,10 @@ class Task:
     y_names: M short names of the properties.
     extra_targets: further (M,) targets at which the benchmark also runs
       protocol B (e.g. mos2's 0.5 eV next to its default 1.0 eV).
+    augment: `(key, x (n, D)) -> (n, D)`, a random symmetry of the designs
+      that leaves their properties unchanged (architected: periodic shifts,
+      rotations and mirror images of the cell), for data augmentation in
+      training (`config.train.augment`); None when the task has none.
   """
 
   name: str
@@ -53,6 +57,7 @@ class Task:
   x_names: tuple[str, ...] = ()
   y_names: tuple[str, ...] = ()
   extra_targets: tuple[np.ndarray, ...] = ()
+  augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None
 
   @property
   def bounds(self) -> tuple[np.ndarray, np.ndarray]:
