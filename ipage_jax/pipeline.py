@@ -74,16 +74,21 @@ def default_config() -> ml_collections.ConfigDict:
   c.solve.localize_learning_rate = 1e-3        # initial Adam step size
   c.solve.localize_final_learning_rate = 1e-3  # cosine decay to this
   c.solve.boundary_weight = 1.0      # NA boundary penalty (0: off)
+  # Early stop: a candidate whose objective (squared surrogate error in
+  # standardized y units, plus the boundary penalty) falls below this stops
+  # moving (0: off, every candidate runs all steps).
+  c.solve.localize_tol = 0.0
   c.solve.oversample = 1.0           # draw this x N samples, keep the N best
   # How solve picks the N kept of the oversampled candidates: 'surrogate'
-  # (lowest surrogate error), 'typicality' (of the candidates on the level
-  # set, i.e. surrogate error <= accept_error in standardized y units, those
-  # with the smallest latent norm ||f_z(x)||^2 under the final INN: designs
-  # typical of the training data, where the surrogate is trustworthy; the
-  # rest by surrogate error; methods without an INN latent fall back to
-  # 'surrogate') or 'diversity' (of the candidates
-  # on the level set, a greedy farthest-point subset in standardized x: the
-  # most spread-out designs; the rest by surrogate error; any method).
+  # (lowest surrogate error), 'typicality' or 'diversity'. The last two
+  # choose among the accepted candidates, those on the level set (surrogate
+  # error <= accept_error in standardized y units) and inside the box of
+  # the boundary penalty, and rank the rest by surrogate error after them.
+  # 'typicality' keeps the accepted with the smallest latent norm
+  # ||f_z(x)||^2 under the final INN: designs typical of the training data,
+  # where the surrogate is trustworthy (methods without an INN latent fall
+  # back to 'surrogate'). 'diversity' keeps a greedy farthest-point subset
+  # of the accepted in standardized x: the most spread-out designs.
   c.solve.rank_by = 'surrogate'
   c.solve.accept_error = 1e-4
   # rank_by='diversity' with more than one solution per target: draw at
@@ -505,6 +510,8 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
 
 
 RANKINGS = ('surrogate', 'typicality', 'diversity')
+# Candidates count as inside the box up to this fraction of its width.
+BOX_MARGIN = 1e-3
 
 
 @functools.partial(jax.jit, static_argnames='num_keep')
@@ -576,7 +583,8 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
     typicality: `(n, D) standardized designs -> (n,)`, lower = more typical
       of the training data; used by `solve.rank_by='typicality'`: the kept
       candidates are those with surrogate error <= `solve.accept_error`
-      (standardized y units) and the lowest typicality, then the others by
+      (standardized y units) inside the box (`bounds`, up to `BOX_MARGIN`
+      of its width) and the lowest typicality, then the others by
       surrogate error. With `rank_by='diversity'` the accepted ones are
       kept as a `diverse_subset`; with 'surrogate' by surrogate error alone.
 
@@ -642,8 +650,11 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
     else:
       lr = final_lr = learning_rate
     num_steps = s.localize_steps if steps is None else steps
+    tol = float(s.get('localize_tol', 0.0))
+    if not tol >= 0:  # also refuses NaN
+      raise ValueError(f'solve.localize_tol must be >= 0, got {tol}')
     localizer = _localizer(surrogate.apply, surrogate.net, num_steps, lr,
-                           final_lr, box, s.boundary_weight)
+                           final_lr, box, s.boundary_weight, tol or None)
     par = model.config.get('parallel')
     mesh = parallel_lib.mesh_from_config(par)
     chunk = 0 if par is None else int(par.get('localize_chunk', 0))
@@ -653,6 +664,8 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
       result = parallel_lib.localize_sharded(
           localizer, surrogate.params, flat_x, flat_t, mesh, chunk)
     flat_x = jax.block_until_ready(result.x)
+    if tol:  # stopped early: the updates actually run (for every row)
+      num_steps = int(np.max(np.asarray(result.steps)))
   localization_s = time.perf_counter() - start
 
   repeat_targets = jnp.repeat(jnp.asarray(targets), num_draw, 0)
@@ -672,7 +685,16 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
     else:
       err_std = jnp.sum(jnp.square(model.y_scaler.forward(y_sur) - flat_t),
                         -1).reshape(num_targets, num_draw)
-      accepted = err_std <= s.get('accept_error', 1e-4)
+      # Accepted: on the level set and inside the box. Far outside it an
+      # extrapolating surrogate can be met by a wrong design, which the
+      # farthest-point choice would otherwise pick first.
+      lo, hi = (model.x_scaler.forward(jnp.asarray(b, jnp.float32)[None])[0]
+                for b in (lower, upper))
+      margin = BOX_MARGIN * (hi - lo)
+      inside = jnp.all((flat_x >= (lo - margin)[None])
+                       & (flat_x <= (hi + margin)[None]), -1)
+      accepted = ((err_std <= s.get('accept_error', 1e-4))
+                  & inside.reshape(num_targets, num_draw))
       if rank_by == 'typicality':
         secondary = jnp.where(accepted, typicality(flat_x).reshape(
             num_targets, num_draw), score)
@@ -699,7 +721,7 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
 def _localizer(apply: Callable, net: Any, steps: int, learning_rate: float,
                final_learning_rate: float,
                box: Optional[tuple[tuple[float, ...], tuple[float, ...]]],
-               boundary_weight: float):
+               boundary_weight: float, tol: Optional[float] = None):
   """A compiled localizer per setting, reused across `solve` calls.
 
   The Adam step size decays from `learning_rate` to `final_learning_rate`
@@ -712,7 +734,7 @@ def _localizer(apply: Callable, net: Any, steps: int, learning_rate: float,
         learning_rate, max(steps, 1), final_learning_rate / learning_rate)
   return localization.make_localizer(
       functools.partial(apply, net), steps=steps, learning_rate=schedule,
-      bounds=box, boundary_weight=boundary_weight)
+      bounds=box, boundary_weight=boundary_weight, tol=tol)
 
 
 def save_fitted(path: str, model, params: dict, method: str) -> None:

@@ -373,3 +373,15 @@ def test_extra_targets_are_evaluated_and_tabulated():
   assert lines[3] == '| na | – |'
   assert benchmark.format_extra_targets_table(runs, [base_task],
                                               ['ipage']) == ''
+
+
+def test_sinewave_coverage_table_of_cached_models(smoke):
+  from experiments import sinewave_coverage
+  workdir, _, _ = smoke
+  table = sinewave_coverage.coverage_table(str(workdir), [0], [8],
+                                           ['surrogate', 'diversity'])
+  rows = table.splitlines()[2:]
+  assert len(rows) == 2 * 3  # rankings x samplers
+  for row in rows:
+    covered = int(row.split('|')[4].split('/')[0])
+    assert 1 <= covered <= 8  # 8 solutions reach at most 8 of the 9 modes

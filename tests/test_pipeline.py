@@ -216,7 +216,8 @@ def test_diversity_ranking_keeps_one_design_per_cluster():
 
 def test_solve_with_diversity_ranking(model):
   """rank_by='diversity' on 3N candidates (no localization steps): the kept
-  N are the farthest-point choice among the accepted, in standardized x."""
+  N are the farthest-point choice among the accepted (on the level set and
+  inside the box), in standardized x; then the rest by surrogate error."""
   s = model.config.solve.copy_and_resolve_references()
   s.oversample, s.rank_by = 3.0, 'diversity'
   key, n, target = jax.random.PRNGKey(5), 8, 3000.0
@@ -228,10 +229,17 @@ def test_solve_with_diversity_ranking(model):
   err = (y_sur[:, 0] - target) ** 2
   err_std = err / float(model.y_scaler.scale[0]) ** 2
   s.accept_error = float(np.quantile(err_std, 0.75))
-  expected = _greedy_farthest(drawn_std, err, err_std <= s.accept_error, n)
+  # A box that leaves out the drawn designs with the largest x1.
+  lower = drawn.min(0) - 1.0
+  upper = np.array([np.quantile(drawn[:, 0], 0.8), drawn[:, 1].max() + 1.0])
+  inside = np.all(drawn <= upper, 1)
+  accepted = (err_std <= s.accept_error) & inside
+  assert np.any((err_std <= s.accept_error) & ~inside)  # the box matters
+  expected = _greedy_farthest(drawn_std, err, accepted, n)
   assert set(expected) != set(np.argsort(err)[:n])  # the test discriminates
   sols = pipeline.solve(model, key, [target], n, 'lhs', steps=0,
-                        learning_rate=1e-3, solve_config=s)
+                        learning_rate=1e-3, solve_config=s,
+                        bounds=(lower, upper))
   np.testing.assert_allclose(sols.x, drawn[np.sort(expected)], rtol=1e-5)
 
 
@@ -254,6 +262,31 @@ def test_min_candidates_sets_the_diversity_pool(model):
     with pytest.raises(ValueError, match='min_candidates'):
       pipeline.solve(model, jax.random.PRNGKey(0), [3000.0], 4,
                      solve_config=s)
+
+
+def test_localize_tol_stops_candidates_on_the_level_set(model):
+  """solve.localize_tol: candidates whose standardized squared surrogate
+  error is already below it are returned unmoved, the loop stops early and
+  the gradient count says so; a negative tolerance is refused."""
+  s = model.config.solve.copy_and_resolve_references()
+  s.localize_steps, s.localize_learning_rate = 300, 1e-2
+  s.localize_final_learning_rate = 1e-2
+  key = jax.random.PRNGKey(3)
+  free = pipeline.solve(model, key, [3000.0], 16, 'lhs', solve_config=s)
+  s.localize_tol = 1e6  # every candidate is within it from the start
+  held = pipeline.solve(model, key, [3000.0], 16, 'lhs', solve_config=s)
+  np.testing.assert_array_equal(held.x, held.x_posterior)
+  assert held.gradient_steps_per_solution == 0
+  assert free.gradient_steps_per_solution == 300
+  assert np.abs(free.x - free.x_posterior).max() > 0
+  s.localize_tol = 1e-3
+  some = pipeline.solve(model, key, [3000.0], 16, 'lhs', solve_config=s)
+  err_std = some.surrogate_error / float(model.y_scaler.scale[0]) ** 2
+  assert some.gradient_steps_per_solution < 300
+  assert np.all(err_std < 1e-3)
+  s.localize_tol = -1.0
+  with pytest.raises(ValueError, match='localize_tol'):
+    pipeline.solve(model, key, [3000.0], 4, solve_config=s)
 
 
 def test_oversample_keeps_the_best_by_surrogate_error(model):

@@ -111,7 +111,7 @@ def test_augmentation_follows_the_config_and_needs_a_symmetry():
   from experiments.configs import architected as architected_config
   from experiments.configs import sinewave as sinewave_config
   config = architected_config.get_config()
-  assert config.train.augment
+  config.train.augment = True
   assert runner.augmentation(tasks.get('architected'), config) is \
       architected.augment
   config.train.augment = False
