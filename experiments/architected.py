@@ -66,7 +66,7 @@ def _cache_of(run) -> str:
   return data_cache_path(run.config, parent)
 
 
-def _cells(x) -> np.ndarray:
+def as_cells(x) -> np.ndarray:
   """(k, 1024) densities -> (k, 32, 32) images in [0, 1]."""
   x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
   return x.reshape(-1, architected.SIZE, architected.SIZE)
@@ -82,11 +82,11 @@ def report(run, model, sols, key) -> dict:
   if hasattr(model, 'surrogate'):  # iPage / INN: the learned forward model
     y_sur = np.asarray(model.surrogate(shown))[:, 0]
     captions = [f'{c}\nf_y {s:.3f}' for c, s in zip(captions, y_sur)]
-  rows = [(f'generated\n(y* = {target[0]:g})', _cells(shown), captions)]
+  rows = [(f'generated\n(y* = {target[0]:g})', as_cells(shown), captions)]
   x_data, y_data = architected.load_dataset(
       _cache_of(run), run.config.data_size or None)
   near = np.argsort(np.abs(y_data[:, 0] - target[0]))[:NUM_SHOWN]
-  rows.append(('training cells\nnearest y*', _cells(x_data[near]),
+  rows.append(('training cells\nnearest y*', as_cells(x_data[near]),
                [f'FEM {v:.3f}' for v in y_data[near, 0]]))
   fig = plotting.cell_grid(rows, title=f'{run.method.name}: cells for '
                            f'E / E0 = {target[0]:g}')

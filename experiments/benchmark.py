@@ -783,18 +783,28 @@ def solutions_figure(workdir: str, task: tasks.Task,
   """Protocol-B solutions of every method side by side (paper Fig. 4).
 
   One panel per method (its lowest seed), drawn as the task's scripts do:
-  sinewave points over the level set, robot arms, ballistic flight paths.
-  None for other tasks or when no solutions are saved.
+  sinewave points over the level set, robot arms, ballistic flight paths,
+  architected cells (the first few, with their FEM modulus). None for other
+  tasks or when no solutions are saved.
   """
   found = {m: _lowest_seed_solutions(workdir, task.name, m)
            for m in method_names}
   found = {m: v for m, v in found.items() if v is not None}
-  if not found or task.name not in ('sinewave', 'robot_arm', 'ballistics'):
+  if not found or task.name not in ('sinewave', 'robot_arm', 'ballistics',
+                                    architected_script.NAME):
     return None
   target = np.asarray(task.default_target, np.float32)
   label = lambda m: f'{m} (seed {found[m][0]})'
   title = (f'{task.name}: protocol-B solutions for y* = '
            f'({", ".join(f"{v:g}" for v in target)})')
+  if task.name == architected_script.NAME:
+    rows = []
+    for m, (_, x, _) in found.items():
+      shown = x[:architected_script.NUM_SHOWN]
+      y = np.asarray(task.simulate(shown))[:, 0]
+      rows.append((label(m), architected_script.as_cells(shown),
+                   [f'FEM {v:.3f}' for v in y]))
+    return plotting.cell_grid(rows, title=title)
   if task.name == 'sinewave':
     panels = {}
     for m, (_, x, x_post) in found.items():
