@@ -231,10 +231,10 @@ def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
   digest = hashlib.sha1(json.dumps(fingerprint).encode()).hexdigest()[:10]
   ckpt_dir = path[:-len('.msgpack')] + f'.ckpt-{digest}'
   start = time.perf_counter()
-  extra = {} if augment is None else {'augment': augment}
   model = method.fit(key, x, y, config, checkpoint_dir=ckpt_dir,
                      progress=_progress_logger(name, config.train.epochs,
-                                               config.log_every), **extra)
+                                               config.log_every),
+                     augment=augment)
   fit_s = time.perf_counter() - start
   if getattr(model, 'diverged', False):
     logging.warning('%s: training diverged; last finite parameters kept',

@@ -640,11 +640,12 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
   num_steps = 0
   if localize:
     lower, upper = bounds if bounds is not None else model.x_range
+    # The box in standardized units: the boundary penalty and `inside`.
+    lo, hi = (np.asarray(model.x_scaler.forward(
+        jnp.asarray(b, jnp.float32)[None])[0]) for b in (lower, upper))
     box = None
     if s.boundary_weight > 0:
-      box = tuple(tuple(np.asarray(model.x_scaler.forward(
-          jnp.asarray(b, jnp.float32)[None])[0]).tolist())
-                  for b in (lower, upper))
+      box = (tuple(lo.tolist()), tuple(hi.tolist()))
     if learning_rate is None:
       lr, final_lr = s.localize_learning_rate, s.localize_final_learning_rate
     else:
@@ -688,8 +689,6 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
       # Accepted: on the level set and inside the box. Far outside it an
       # extrapolating surrogate can be met by a wrong design, which the
       # farthest-point choice would otherwise pick first.
-      lo, hi = (model.x_scaler.forward(jnp.asarray(b, jnp.float32)[None])[0]
-                for b in (lower, upper))
       margin = BOX_MARGIN * (hi - lo)
       inside = jnp.all((flat_x >= (lo - margin)[None])
                        & (flat_x <= (hi + margin)[None]), -1)

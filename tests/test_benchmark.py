@@ -89,7 +89,8 @@ class _Fake:
   def __init__(self):
     self.fits = 0
 
-  def fit(self, key, x, y, config, checkpoint_dir=None, progress=None):
+  def fit(self, key, x, y, config, checkpoint_dir=None, progress=None,
+          augment=None):
     self.fits += 1
     return self.Model(float(np.mean(x)), int(x.shape[0]), config.to_dict())
 

@@ -2,8 +2,9 @@
 
 The paper trains 10,000 epochs on 100,000 cells; the default here is 60
 epochs of a subnet width of 256 on the 20,000-cell FEM data set, chosen to
-fit a 2-core CPU (about 13 s per epoch there; width 512 takes about 21 s).
-Raise both on an accelerator: `--config.train.epochs=10000
+fit a 2-core CPU (there 7-13 s per forward-only epoch and 25-33 s per
+bi-directional one, 20 minutes in all; width 512 took about 1.6x as long
+per epoch). Raise both on an accelerator: `--config.train.epochs=10000
 --config.model.hidden=512`.
 """
 
