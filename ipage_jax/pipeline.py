@@ -79,6 +79,11 @@ def default_config() -> ml_collections.ConfigDict:
   # moving (0: off, every candidate runs all steps).
   c.solve.localize_tol = 0.0
   c.solve.oversample = 1.0           # draw this x N samples, keep the N best
+  # Project the drawn candidates, and again the localized ones, onto the box
+  # (`bounds`, default the training box) before they are ranked. For designs
+  # whose simulator clips them anyway (architected densities in [0, 1]), the
+  # surrogate then ranks the designs that are really simulated.
+  c.solve.clip_to_box = False
   # How solve picks the N kept of the oversampled candidates: 'surrogate'
   # (lowest surrogate error), 'typicality' or 'diversity'. The last two
   # choose among the accepted candidates, those on the level set (surrogate
@@ -486,11 +491,12 @@ def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
     sampler: 'maximin_lhs' | 'lhs' | 'srs' (default: the config's).
     localize: run phase 3 (False: plain INN posterior samples).
     steps / learning_rate: localization settings (default: the config's).
-    bounds: (lower (D,), upper (D,)) box of the boundary penalty, original
-      units (default: the training data's box).
+    bounds: (lower (D,), upper (D,)) box of the boundary penalty and of
+      `solve.clip_to_box`, original units (default: the training data's box).
     solve_config: settings replacing the model's `config.solve` (sampler,
-      localization steps, learning rates, boundary weight, oversampling and
-      how the kept candidates are ranked: `rank_by`, `accept_error`).
+      localization steps, learning rates, boundary weight, oversampling,
+      clipping to the box and how the kept candidates are ranked:
+      `rank_by`, `accept_error`).
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
@@ -629,8 +635,21 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
                      f'{min_candidates!r}')
   if localize and rank_by == 'diversity' and num_solutions > 1:
     num_draw = max(num_draw, int(min_candidates))
+  clip = bool(s.get('clip_to_box', False))
+  # The box in standardized units: the boundary penalty, `inside`, clipping.
+  lower, upper = bounds if bounds is not None else model.x_range
+  lo, hi = (np.asarray(model.x_scaler.forward(
+      jnp.asarray(b, jnp.float32)[None])[0]) for b in (lower, upper))
+
+  def project(x):  # (..., D) standardized
+    if not clip:
+      return x
+    lead = (1,) * (x.ndim - 1)
+    return jnp.clip(x, lo.reshape(lead + lo.shape), hi.reshape(lead + hi.shape))
+
   start = time.perf_counter()
-  x_draw = jax.block_until_ready(draw(key, t_std, num_draw, sampler))
+  x_draw = jax.block_until_ready(
+      project(draw(key, t_std, num_draw, sampler)))
   inference_s = time.perf_counter() - start
 
   num_targets, d = targets.shape[0], x_draw.shape[-1]
@@ -639,10 +658,6 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
   start = time.perf_counter()
   num_steps = 0
   if localize:
-    lower, upper = bounds if bounds is not None else model.x_range
-    # The box in standardized units: the boundary penalty and `inside`.
-    lo, hi = (np.asarray(model.x_scaler.forward(
-        jnp.asarray(b, jnp.float32)[None])[0]) for b in (lower, upper))
     box = None
     if s.boundary_weight > 0:
       box = (tuple(lo.tolist()), tuple(hi.tolist()))
@@ -664,7 +679,7 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
     else:  # rows split over devices / hosts, in chunks
       result = parallel_lib.localize_sharded(
           localizer, surrogate.params, flat_x, flat_t, mesh, chunk)
-    flat_x = jax.block_until_ready(result.x)
+    flat_x = jax.block_until_ready(project(result.x))
     if tol:  # stopped early: the updates actually run (for every row)
       num_steps = int(np.max(np.asarray(result.steps)))
   localization_s = time.perf_counter() - start

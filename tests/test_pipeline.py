@@ -317,3 +317,39 @@ def test_oversample_keeps_the_best_by_surrogate_error(model):
   s.oversample = 0.5
   with pytest.raises(ValueError, match='oversample'):
     pipeline.solve(model, key, [3000.0], n, solve_config=s)
+
+
+def test_clip_to_box_ranks_the_projected_candidates(model):
+  """solve.clip_to_box: the drawn candidates are clipped to the box before
+  the surrogate ranks them (numpy reference on the same draws), localized
+  designs are clipped again, and without it designs may leave the box."""
+  s = model.config.solve.copy_and_resolve_references()
+  s.oversample, s.clip_to_box = 2.0, True
+  key, n, target = jax.random.PRNGKey(7), 8, 3000.0
+  t_std = model.y_scaler.forward(jnp.array([[target]]))
+  drawn = np.asarray(model.x_scaler.inverse(pipeline.sample_posterior(
+      model.inn, model.params, key, t_std, 2 * n, 'lhs')[0]))
+  # A box that cuts through the drawn designs in both coordinates.
+  lower = np.quantile(drawn, 0.2, axis=0)
+  upper = np.quantile(drawn, 0.8, axis=0)
+  clipped = np.clip(drawn, lower, upper)
+  assert not np.allclose(clipped, drawn)  # the box matters
+  err = np.sum((np.asarray(model.surrogate(jnp.asarray(clipped)))
+                - target) ** 2, -1)
+  best = clipped[np.sort(np.argsort(err)[:n])]
+  sols = pipeline.solve(model, key, [target], n, 'lhs', steps=0,
+                        learning_rate=1e-3, solve_config=s,
+                        bounds=(lower, upper))
+  np.testing.assert_allclose(sols.x, best, rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(sols.x_posterior, best, rtol=1e-5, atol=1e-4)
+  # Localized with a large step and no boundary penalty: still in the box.
+  s.boundary_weight, s.localize_steps = 0.0, 50
+  s.localize_learning_rate = s.localize_final_learning_rate = 0.5
+  moved = pipeline.solve(model, key, [target], n, 'lhs', solve_config=s,
+                         bounds=(lower, upper))
+  tol = 1e-4 * (upper - lower)
+  assert np.all(moved.x >= lower - tol) and np.all(moved.x <= upper + tol)
+  s.clip_to_box = False
+  free = pipeline.solve(model, key, [target], n, 'lhs', solve_config=s,
+                        bounds=(lower, upper))
+  assert np.any(free.x < lower - tol) or np.any(free.x > upper + tol)
