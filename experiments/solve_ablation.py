@@ -1,0 +1,123 @@
+r"""Phase-3 ablation: one cached model, several solve settings, protocol B.
+
+  python -m experiments.solve_ablation --workdir runs/bench_arch_w \
+      --task architected --seeds 0-0 --num_solutions 100 \
+      --setting 'clip_to_box=False oversample=1 localize_steps=500' \
+      --setting 'clip_to_box=True oversample=10 localize_steps=0'
+
+Loads `workdir/models/<task>/<method>/seed<s>.msgpack` (as
+`experiments.benchmark` caches them), and for every `--setting` (space-
+separated `key=value` overrides of the task config's `solve` section, values
+as Python literals) solves for the task's default and extra targets (or
+`--targets`) with the key `PRNGKey(seed)`, re-simulates the solutions with
+the task's simulator and reports the mean squared error Q_B and the mean +-
+std of the re-simulated properties. Training is not touched: this isolates
+what localization, clipping and ranking do with one posterior. Prints a
+markdown table and writes it to `workdir/solve_ablation_<task>_<method>.md`.
+"""
+
+import ast
+import importlib
+import os
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from experiments import benchmark
+from experiments import runner
+from ipage_jax import methods
+from ipage_jax import tasks
+
+# --workdir, --seeds, --num_solutions and --methods' first entry are the
+# benchmark's flags (same meaning).
+FLAGS = flags.FLAGS
+_TASK = flags.DEFINE_string('task', 'architected', 'Task of the models.')
+_SETTINGS = flags.DEFINE_multi_string(
+    'setting', [], "Solve overrides, e.g. 'oversample=10 localize_steps=0'; "
+    "'' = the config's own settings.")
+_TARGETS = flags.DEFINE_list(
+    'targets', [], 'Targets (1-D properties only); default: the default '
+    'and extra targets of the task.')
+
+
+def parse_setting(text: str) -> dict:
+  """'a=1 b=True' -> {'a': 1, 'b': True}; raises UsageError when malformed."""
+  out = {}
+  for item in text.split():
+    name, sep, value = item.partition('=')
+    if not sep or not name:
+      raise runner.UsageError(f'--setting items must be key=value, got '
+                              f'{item!r}')
+    try:
+      out[name] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      raise runner.UsageError(f'--setting {name}: {value!r} is not a literal')
+  return out
+
+
+def ablation_table(workdir, task_name, method_name, seeds, settings,
+                   targets, num_solutions) -> str:
+  """Markdown table: one row per setting, Q_B (and properties) per target."""
+  task = tasks.get(task_name)
+  method = methods.get(method_name)
+  base = importlib.import_module(
+      f'experiments.configs.{task_name}').get_config().solve
+  models = {}
+  for seed in seeds:
+    path = benchmark.model_path(workdir, task_name, method_name, seed)
+    if not os.path.exists(path):
+      raise runner.UsageError(f'no cached model {path}; run '
+                              'experiments.benchmark first')
+    models[seed] = method.load(path)
+  header = ['solve setting'] + [f'y* = {t:g}' for t in targets]
+  rows = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
+  for text in settings:
+    solve_config = base.copy_and_resolve_references()
+    for name, value in parse_setting(text).items():
+      if name not in solve_config:
+        raise runner.UsageError(f'unknown solve setting {name!r}; expected '
+                                f'one of {sorted(solve_config.keys())}')
+      solve_config[name] = value
+    cells = []
+    for target in targets:
+      q, props = [], []
+      for seed in seeds:
+        sols = method.solve(models[seed], jax.random.PRNGKey(seed), [target],
+                            num_solutions, solve_config=solve_config)
+        y = np.asarray(task.simulate(sols.x))[:, 0]
+        q.append(np.mean((y - target) ** 2))
+        props.append(y)
+      props = np.concatenate(props)
+      cells.append(f'{np.mean(q):.2e} ({props.mean():.3f} +- '
+                   f'{props.std():.3f})')
+    rows.append(f'| `{text or "config"}` | ' + ' | '.join(cells) + ' |')
+    print(rows[-1], flush=True)
+  return '\n'.join(rows)
+
+
+def main(argv):
+  del argv
+  seeds = benchmark.parse_seeds(FLAGS.seeds)
+  task = tasks.get(_TASK.value)
+  if task.simulate is None:
+    raise runner.UsageError(f'task {task.name!r} has no simulator')
+  if task.y_dim != 1:
+    raise runner.UsageError('the ablation handles 1-D properties only')
+  if _TARGETS.value:
+    targets = [float(t) for t in _TARGETS.value]
+  else:
+    targets = [float(t[0]) for t in (task.default_target,
+                                     *task.extra_targets)]
+  table = ablation_table(FLAGS.workdir, task.name, FLAGS.methods[0], seeds,
+                         _SETTINGS.value or [''], targets,
+                         FLAGS.num_solutions)
+  print(table)
+  path = os.path.join(FLAGS.workdir,
+                      f'solve_ablation_{task.name}_{FLAGS.methods[0]}.md')
+  runner.write_atomic(path, (table + '\n').encode())
+
+
+if __name__ == '__main__':
+  app.run(main)
