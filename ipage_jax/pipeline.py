@@ -635,7 +635,9 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
                      f'{min_candidates!r}')
   if localize and rank_by == 'diversity' and num_solutions > 1:
     num_draw = max(num_draw, int(min_candidates))
-  clip = bool(s.get('clip_to_box', False))
+  clip = s.get('clip_to_box', False)
+  if not isinstance(clip, (bool, np.bool_)):
+    raise ValueError(f'solve.clip_to_box must be True or False, got {clip!r}')
   # The box in standardized units: the boundary penalty, `inside`, clipping.
   lower, upper = bounds if bounds is not None else model.x_range
   lo, hi = (np.asarray(model.x_scaler.forward(
@@ -644,8 +646,8 @@ def solve_with(model, key: Array, y_target, num_solutions: int,
   def project(x):  # (..., D) standardized
     if not clip:
       return x
-    lead = (1,) * (x.ndim - 1)
-    return jnp.clip(x, lo.reshape(lead + lo.shape), hi.reshape(lead + hi.shape))
+    return jnp.clip(x, jnp.broadcast_to(lo, x.shape),
+                    jnp.broadcast_to(hi, x.shape))
 
   start = time.perf_counter()
   x_draw = jax.block_until_ready(

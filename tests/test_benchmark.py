@@ -392,8 +392,9 @@ def test_sinewave_coverage_table_of_cached_models(smoke):
 
 def test_solve_ablation_applies_each_setting(smoke):
   """A row of `solve_ablation` is protocol B under its overrides: with no
-  localization, no oversampling and no diversity pool it is the plain posterior's Q, computed
-  here from `sample_posterior` and the exact simulator."""
+  localization, no oversampling and no diversity pool it is the plain
+  posterior's Q, computed here from `sample_posterior` and the exact
+  simulator."""
   from experiments import solve_ablation
   from ipage_jax.tasks import sinewave
   workdir, _, _ = smoke

@@ -353,3 +353,7 @@ def test_clip_to_box_ranks_the_projected_candidates(model):
   free = pipeline.solve(model, key, [target], n, 'lhs', solve_config=s,
                         bounds=(lower, upper))
   assert np.any(free.x < lower - tol) or np.any(free.x > upper + tol)
+  with s.ignore_type():
+    s.clip_to_box = 'yes'
+  with pytest.raises(ValueError, match='clip_to_box'):
+    pipeline.solve(model, key, [target], n, solve_config=s)
