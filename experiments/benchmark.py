@@ -564,14 +564,27 @@ def _value(run: dict, key: str):
   return value
 
 
-def format_cell(values: Sequence[float]) -> str:
-  """'mean ± std' (sample std, scientific); one value: just it; none: '–'."""
+def format_cell(values: Sequence[float], num_seeds: int = 0) -> str:
+  """'mean ± std' (sample std, scientific); one value: just it; none: '–'.
+
+  A cell over fewer values than `num_seeds` (the seeds of the whole table)
+  says how many it has, e.g. '1.00e-03 ± 2.0e-04 (n = 2)'.
+  """
   values = np.asarray(values, float)
   if values.size == 0:
     return '–'
   if values.size == 1:
-    return f'{values[0]:.2e}'
-  return f'{np.mean(values):.2e} ± {np.std(values, ddof=1):.1e}'
+    cell = f'{values[0]:.2e}'
+  else:
+    cell = f'{np.mean(values):.2e} ± {np.std(values, ddof=1):.1e}'
+  if values.size < num_seeds:
+    cell += f' (n = {values.size})'
+  return cell
+
+
+def run_seeds(runs: Sequence[dict]) -> list[int]:
+  """The seeds that occur in `runs`, sorted."""
+  return sorted({r['seed'] for r in runs})
 
 
 def column_label(task: tasks.Task) -> str:
@@ -595,10 +608,11 @@ def format_table(runs: Sequence[dict], key: str,
   """
   lines = ['| method | ' + ' | '.join(column_label(t) for t in task_list)
            + ' |', '|---' * (len(task_list) + 1) + '|']
+  num_seeds = len(run_seeds(runs))
   for m in method_names:
     cells = [format_cell([v for r in runs
                           if r['method'] == m and r['task'] == t.name
-                          and (v := _value(r, key)) is not None])
+                          and (v := _value(r, key)) is not None], num_seeds)
              for t in task_list]
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -619,11 +633,13 @@ def format_extra_targets_table(runs: Sequence[dict],
                              f"{', '.join(f'{v:g}' for v in target)}")
   lines = ['| method | ' + ' | '.join(label(t, g) for t, _, g in columns)
            + ' |', '|---' * (len(columns) + 1) + '|']
+  num_seeds = len(run_seeds(runs))
   for m in method_names:
     cells = [format_cell([r['protocol_b_extra'][i]['resimulation_error']
                           for r in runs
                           if r['method'] == m and r['task'] == t.name
-                          and len(r.get('protocol_b_extra', ())) > i])
+                          and len(r.get('protocol_b_extra', ())) > i],
+                         num_seeds)
              for t, i, _ in columns]
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -635,10 +651,11 @@ def format_report(results: dict, task_list: Sequence[tasks.Task]) -> str:
   runs = results['runs']
   method_names = s['methods']
   out = ['# Benchmark results', '',
-         f"Seeds {s['seeds']}; protocol A: {s['num_targets']} held-out "
+         f"Seeds {run_seeds(runs)}; protocol A: {s['num_targets']} held-out "
          f"targets, one solution each; protocol B: the default target, "
          f"{s['num_solutions']} solutions. Cells: mean ± sample standard "
-         'deviation over the seeds (one seed: the value).', '']
+         'deviation over the seeds (one seed: the value); "(n = k)": a '
+         'cell over fewer seeds, k of them.', '']
   for key, title in TABLES:
     out += [f'## {title}', '', format_table(runs, key, task_list,
                                             method_names), '']

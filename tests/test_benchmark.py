@@ -45,13 +45,17 @@ def test_format_table_mean_std_over_seeds():
   lines = table.splitlines()
   assert lines[0] == '| method | sinewave | robot_arm |'
   assert lines[1] == '|---|---|---|'
+  # Seeds 0-2 occur in the runs: a cell over fewer says how many.
   assert lines[2] == (f'| ipage | {_cell([1e-3, 3e-3, 8e-3])} | '
-                      '5.00e-01 |')
-  assert lines[3] == f'| inn | {_cell([0.2, 0.4])} | – |'
+                      '5.00e-01 (n = 1) |')
+  assert lines[3] == f'| inn | {_cell([0.2, 0.4])} (n = 2) | – |'
   assert _cell([0.2, 0.4]) == '3.00e-01 ± 1.4e-01'
   b = benchmark.format_table(runs, 'protocol_b/resimulation_error',
                              task_list[:1], ['inn'])
-  assert b.splitlines()[2] == f'| inn | {_cell([0.1, 0.3])} |'
+  assert b.splitlines()[2] == f'| inn | {_cell([0.1, 0.3])} (n = 2) |'
+  one_seed = benchmark.format_table(runs[3:4], 'protocol_a/resimulation_error',
+                                    task_list[1:], ['ipage'])
+  assert one_seed.splitlines()[2] == '| ipage | 5.00e-01 |'
 
 
 def test_oracle_columns_are_labelled():
