@@ -189,6 +189,28 @@ def test_cinn_samples_invert_the_forward_map(fitted):
   np.testing.assert_allclose(back, x_std, atol=1e-4)
 
 
+def test_cinn_validation_is_the_median_nll(fitted):
+  """One held-out row far from the data cannot dominate the keep-best rule."""
+  model = fitted['cinn']
+  spec = {s.name: s for s in baselines.SPECS}['cinn']
+  val_fn = spec.val(model.net, None)
+  x, y = _data(64)
+  x_std = np.asarray(model.x_scaler.forward(jnp.asarray(x, jnp.float32)))
+  y_std = np.asarray(model.y_scaler.forward(jnp.asarray(y, jnp.float32)))
+  z, log_det = model.net.apply(model.best_params, x_std, y_std)
+  nll = 0.5 * np.sum(np.square(np.asarray(z, np.float64)), -1) - np.asarray(
+      log_det, np.float64)
+  np.testing.assert_allclose(val_fn(model.best_params, x_std, y_std),
+                             np.median(nll), rtol=1e-5, atol=1e-5)
+  x_far = np.concatenate([x_std, np.full((1, 2), 50.0, np.float32)])
+  y_far = np.concatenate([y_std, y_std[:1]])
+  z_far, log_det_far = model.net.apply(model.best_params, x_far, y_far)
+  nll_far = 0.5 * np.sum(np.square(np.asarray(z_far)), -1) - log_det_far
+  assert nll_far[-1] > 100 * abs(np.median(nll))  # the outlier's own NLL
+  val_far = float(val_fn(model.best_params, x_far, y_far))
+  assert np.sort(nll)[31] - 1e-5 <= val_far <= np.sort(nll)[32] + 1e-5
+
+
 @pytest.mark.parametrize('name', BASELINES)
 def test_parameter_budget_matches_ipage(name):
   config = _tiny_config()
