@@ -140,14 +140,22 @@ def max_likelihood_loss(y_pred: Array, z_pred: Array, y: Array,
   return jnp.mean(nll)
 
 
-def conditional_max_likelihood_loss(z: Array, log_det: Array) -> Array:
-  """cINN loss: 0.5 ||z||^2 - log|det J_{x -> z | y}|, batch mean.
+def conditional_nll(z: Array, log_det: Array) -> Array:
+  """Per-row cINN negative log-likelihood 0.5 ||z||^2 - log|det J_{x -> z | y}|.
 
   Args:
     z: (n, K) latent output of the conditional network.
     log_det: (n,) its log-determinant.
+
+  Returns:
+    (n,) NLL of each row (up to the constant K/2 log 2 pi).
   """
-  return jnp.mean(0.5 * jnp.sum(jnp.square(z), -1) - log_det)
+  return 0.5 * jnp.sum(jnp.square(z), -1) - log_det
+
+
+def conditional_max_likelihood_loss(z: Array, log_det: Array) -> Array:
+  """cINN loss: the batch mean of `conditional_nll`."""
+  return jnp.mean(conditional_nll(z, log_det))
 
 
 def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',

@@ -81,8 +81,7 @@ def val(net: flows.INN, cfg):
   del cfg
 
   def val_fn(params, x, y):
-    z, log_det = net.apply(params, x, y)
-    return jnp.median(0.5 * jnp.sum(jnp.square(z), -1) - log_det)
+    return jnp.median(losses.conditional_nll(*net.apply(params, x, y)))
 
   return val_fn
 
