@@ -680,18 +680,23 @@ def format_report(results: dict, task_list: Sequence[tasks.Task]) -> str:
     out += ['## Localization budget to reach a given error (protocol B)', '',
             'Surrogate gradient evaluations per solution (steps x '
             'candidates per kept solution) that each method needs to reach '
-            "the other's final error, read off the mean curve over seeds "
-            '(first grid point at or below it; ">" = not reached on the '
-            'grid).', '', *comparison, '',
+            "the other's final error, read off the mean curves over the "
+            'seeds that have both methods (first grid point at or below '
+            'it; ">" = not reached on the grid).', '', *comparison, '',
             '![steps to accuracy](steps_to_accuracy.png)', '']
   return '\n'.join(out)
 
 
 def mean_curve(runs: Sequence[dict], task: str, method: str, key: str,
-               x_key: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
-  """(x, mean over seeds of y) of the runs' `key` curves, or None."""
+               x_key: str, seeds: Optional[Sequence[int]] = None
+               ) -> Optional[tuple[np.ndarray, np.ndarray]]:
+  """(x, mean over seeds of y) of the runs' `key` curves, or None.
+
+  `seeds`: only the runs of these seeds (None: every seed).
+  """
   curves = [r[key] for r in runs if r['task'] == task
-            and r['method'] == method and key in r]
+            and r['method'] == method and key in r
+            and (seeds is None or r['seed'] in seeds)]
   if not curves:
     return None
   x = np.asarray(curves[0][x_key], float)
@@ -709,19 +714,27 @@ def budget_to_reach(curve: tuple[np.ndarray, np.ndarray],
 
 def steps_comparison(runs: Sequence[dict],
                      task_list: Sequence[tasks.Task]) -> list[str]:
-  """Markdown rows: iPage vs NA budgets to reach each other's final error."""
+  """Markdown rows: iPage vs NA budgets to reach each other's final error.
+
+  Both mean curves are over the seeds that have both methods' curves, so
+  the two sides of a row always compare the same trainings' data.
+  """
   lines = []
   for t in task_list:
-    curves = {m: mean_curve(runs, t.name, m, 'steps_curve',
-                            'gradient_steps_per_solution')
-              for m in ('ipage', 'na')}
-    if any(c is None for c in curves.values()):
+    seeds = sorted(set.intersection(*(
+        {r['seed'] for r in runs if r['task'] == t.name
+         and r['method'] == m and 'steps_curve' in r}
+        for m in ('ipage', 'na'))))
+    if not seeds:
       continue
+    curves = {m: mean_curve(runs, t.name, m, 'steps_curve',
+                            'gradient_steps_per_solution', seeds)
+              for m in ('ipage', 'na')}
     if not lines:
-      lines = ['| task | NA final Q | iPage steps to it | NA steps | ratio | '
-               'iPage final Q | NA steps to it | iPage steps |',
-               '|---|---|---|---|---|---|---|---|']
-    cells = [column_label(t)]
+      lines = ['| task | seeds | NA final Q | iPage steps to it | NA steps | '
+               'ratio | iPage final Q | NA steps to it | iPage steps |',
+               '|---|---|---|---|---|---|---|---|---|']
+    cells = [column_label(t), ', '.join(map(str, seeds))]
     for a, b in (('ipage', 'na'), ('na', 'ipage')):
       level = float(curves[b][1][-1])
       need = budget_to_reach(curves[a], level)

@@ -276,10 +276,17 @@ def test_steps_comparison_reads_budgets_off_the_mean_curves():
           run('na', 0, [0, 1000, 10000], [0.9, 0.02, 0.005])]
   (_, _, row,) = benchmark.steps_comparison(runs, [tasks.get('sinewave')])
   cells = [c.strip() for c in row.strip('|').split('|')]
-  # NA's final Q 0.005 is reached by iPage's mean curve (0.3, 0.005, 0.002)
-  # at 120 steps: 10000 / 120 = 83.3x fewer; iPage's final 0.002 is never
-  # reached by NA on its grid.
-  assert cells == ['sinewave', '5.00e-03', '120', '10000', '83.3x',
+  # Only seed 0 has both curves, so iPage's curve is seed 0's alone. NA's
+  # final Q 0.005 is reached by it at 120 steps: 10000 / 120 = 83.3x fewer;
+  # iPage's final 0.001 is never reached by NA on its grid.
+  assert cells == ['sinewave', '0', '5.00e-03', '120', '10000', '83.3x',
+                   '1.00e-03', '> 10000', '1200']
+  # With NA's seed 1 too, both curves are means over seeds 0 and 1:
+  # iPage's (0.3, 0.005, 0.002) reaches NA's final 0.006 at 120 steps.
+  runs.append(run('na', 1, [0, 1000, 10000], [0.7, 0.03, 0.007]))
+  (_, _, row,) = benchmark.steps_comparison(runs, [tasks.get('sinewave')])
+  cells = [c.strip() for c in row.strip('|').split('|')]
+  assert cells == ['sinewave', '0, 1', '6.00e-03', '120', '10000', '83.3x',
                    '2.00e-03', '> 10000', '1200']
 
 
