@@ -490,18 +490,25 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
                'sampler': sampler, 'train_rows': len(train),
                'config_digest': digests[name], **fit}
         key_protocols, key_rt, key_steps = jax.random.split(key_eval, 3)
+        start = time.perf_counter()
         record, (x_b, x_b_posterior) = evaluate(
             task, method, model, key_protocols, y[held],
             settings.num_solutions, sampler)
+        logging.info('%s: protocols A (%d targets) and B (%d solutions) '
+                     'evaluated (%.0f s)', label, len(held),
+                     settings.num_solutions, time.perf_counter() - start)
         run.update(record)
         path = solutions_path(settings.workdir, name, method.name, seed)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         runner.write_npz(path, x=x_b, x_posterior=x_b_posterior)
         run['num_params'] = num_params(model)
         if settings.rt_targets:
+          start = time.perf_counter()
           run['r_t'] = r_t_record(task, method, model, key_rt,
                                   y[held][:settings.rt_targets],
                                   settings.rt_max, sampler)
+          logging.info('%s: r_T over %d targets (%.0f s)', label,
+                       settings.rt_targets, time.perf_counter() - start)
         if settings.steps_grid:
           curve = steps_record(task, method, model, key_steps, config_s,
                                settings.steps_solutions, sampler,
