@@ -293,7 +293,7 @@ class INN(nn.Module):
   """Invertible network f: x (zero-padded) <-> [y, z, pad].
 
   A stack of `num_blocks` x ([ActNorm] -> coupling -> fixed permutation) on
-  rows of width `width = max(x_dim, y_dim + z_dim)`. Data enter the forward
+  rows of width `width = max(x_dim, y_dim + z_dim, min_width)`. Data enter the forward
   direction as `pad_x(x)`; the output is split by `split_output` into the
   property block y (y_dim), the latent block z (z_dim) and the remaining
   padding. With `cond_dim > 0` every subnet also sees a condition (cINN; use
@@ -303,6 +303,8 @@ class INN(nn.Module):
     x_dim: D, design parameters.
     y_dim: M, properties read off the first output columns.
     z_dim: K, latent columns following y.
+    min_width: pad rows to at least this width (0: no extra padding); the
+      output columns after y and z are then padding.
     num_blocks: number of coupling blocks.
     hidden: subnet width.
     depth: Dense layers per subnet.
@@ -319,6 +321,7 @@ class INN(nn.Module):
   x_dim: int
   y_dim: int
   z_dim: int
+  min_width: int = 0
   num_blocks: int = 4
   hidden: int = 128
   depth: int = 3
@@ -334,19 +337,19 @@ class INN(nn.Module):
 
   @property
   def width(self) -> int:
-    """Row width inside the network: max(x_dim, y_dim + z_dim)."""
-    return max(self.x_dim, self.y_dim + self.z_dim)
+    """Row width inside the network: max(x_dim, y_dim + z_dim, min_width)."""
+    return max(self.x_dim, self.y_dim + self.z_dim, self.min_width)
 
   def _validate(self) -> None:
     for name in ('x_dim', 'num_blocks', 'hidden', 'depth'):
       if getattr(self, name) < 1:
         raise ValueError(f'{name} must be >= 1, got {getattr(self, name)}')
-    for name in ('y_dim', 'z_dim', 'cond_dim'):
+    for name in ('y_dim', 'z_dim', 'cond_dim', 'min_width'):
       if getattr(self, name) < 0:
         raise ValueError(f'{name} must be >= 0, got {getattr(self, name)}')
     if self.width < 2:
       raise ValueError(
-          f'an INN needs width max(x_dim, y_dim + z_dim) >= 2, got {self.width}')
+          f'an INN needs a width of at least 2, got {self.width}')
     if self.coupling not in COUPLINGS:
       raise ValueError(
           f'unknown coupling {self.coupling!r}; expected one of {COUPLINGS}')

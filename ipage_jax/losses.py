@@ -161,7 +161,9 @@ def conditional_max_likelihood_loss(z: Array, log_det: Array) -> Array:
 def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
                        widths: Sequence[float] = DEFAULT_WIDTHS,
                        unbiased: bool = False, y_noise: float = 0.0,
-                       pad_noise: float = 0.0, ml_sigma: float = 0.1):
+                       pad_noise: float = 0.0, ml_sigma: float = 0.1,
+                       pad_weight: float = 1.0, rec_weight: float = 0.0,
+                       rec_noise: float = 0.0):
   """The INN training loss `loss_fn(params, x, y, key, step) -> (loss, aux)`.
 
   objective='mmd' is iPage's dynamic bi-directional loss
@@ -179,9 +181,20 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     y_noise: std of the Gaussian noise added to y (standardized units).
     pad_noise: std of the noise put in zero-padding columns.
     ml_sigma: sigma of eq. 12.
+    pad_weight: constant weight of L_pad, the mean square of the padding
+      outputs (columns after y and z), which pushes them to 0 where
+      sampling puts 0 (Ardizzone et al. 2019).
+    rec_weight: constant weight of L_rec, the reconstruction of the padded
+      x from f^-1([y, f_z(x), fresh padding noise]) with y and the
+      (stop-gradient) latent perturbed by `rec_noise`: whatever the padding
+      outputs carry about x is lost when sampling puts 0 there, so this
+      term asks that y and z alone determine x (Ardizzone et al. 2019, the
+      reconstruction term of their training code). 0: off.
+    rec_noise: std of the perturbation of y and z in L_rec.
 
   Returns:
-    loss_fn; `aux` holds l_x, l_y, l_z (and the lambdas for 'mmd'). For
+    loss_fn; `aux` holds l_x, l_y, l_z, l_pad, l_rec (and the lambdas for
+    'mmd'). For
     'mmd', a term whose weight is 0 at a step is skipped and reported as 0.
   """
   if objective not in ('mmd', 'ml'):
@@ -197,7 +210,7 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     return v + jnp.where(mask, noise, 0.0)
 
   def loss_fn(params, x, y, key, step):
-    k_pad, k_y, k_z, k_back = jax.random.split(key, 4)
+    k_pad, k_y, k_z, k_back, k_rec = jax.random.split(key, 5)
     v = noisy_pad(inn.pad_x(x), inn.x_dim, k_pad)
     out, log_det = inn.apply(params, v)
     y_pred, z_pred, rest = inn.split_output(out)
@@ -209,8 +222,8 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     y_noisy = y
     if y_noise:
       y_noisy = y + y_noise * jax.random.normal(k_y, y.shape, y.dtype)
-    l_y = fit_loss(jnp.concatenate([y_pred, rest], -1),
-                   jnp.pad(y_noisy, ((0, 0), (0, rest.shape[1]))))
+    l_y = fit_loss(y_pred, y_noisy)
+    l_pad = jnp.mean(jnp.square(rest)) if rest.shape[1] else jnp.zeros(())
     z_prior = jax.random.normal(k_z, (x.shape[0], z_dim), x.dtype)
 
     def latent():
@@ -227,6 +240,15 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
         l_x = l_x + jnp.mean(jnp.square(x_pad))
       return l_x
 
+    def reconstruction():
+      k_perturb, k_rec_pad = jax.random.split(k_rec)
+      yz = jnp.concatenate([y, jax.lax.stop_gradient(z_pred)], -1)
+      yz = yz + rec_noise * jax.random.normal(k_perturb, yz.shape, yz.dtype)
+      v_rec = noisy_pad(inn.join_yz(yz[:, :y_dim], yz[:, y_dim:]),
+                        y_dim + z_dim, k_rec_pad)
+      x_rec = inn.apply(params, v_rec, method='inverse')[0]
+      return fit_loss(x_rec, inn.pad_x(x))
+
     # A term whose weight is exactly 0 (the first part of the schedule) is
     # not computed at all: lax.cond runs one branch, which makes forward-only
     # steps about twice as fast. Its aux value is then reported as 0.
@@ -234,9 +256,11 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     zero = lambda: jnp.zeros((), x.dtype)
     l_z = jax.lax.cond(w.z > 0, latent, zero)
     l_x = jax.lax.cond(w.x > 0, backward, zero)
-    loss = w.x * l_x + w.y * l_y + w.z * l_z
-    return loss, dict(l_x=l_x, l_y=l_y, l_z=l_z, lam_x=w.x, lam_y=w.y,
-                      lam_z=w.z)
+    l_rec = reconstruction() if rec_weight else jnp.zeros((), x.dtype)
+    loss = (w.x * l_x + w.y * l_y + w.z * l_z + pad_weight * l_pad
+            + rec_weight * l_rec)
+    return loss, dict(l_x=l_x, l_y=l_y, l_z=l_z, l_pad=l_pad, l_rec=l_rec,
+                      lam_x=w.x, lam_y=w.y, lam_z=w.z)
 
   return loss_fn
 

@@ -41,6 +41,12 @@ def default_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.width = 0         # network width; 0 = x_dim (no extra padding)
+  # Output layout of f(x): 'padded' is [y, z, pad] (Ardizzone et al. 2019;
+  # the paper's eqs. 2-4) with z of `z_dim` columns and the padding outputs
+  # trained to 0 (`train.lambda_pad`) and set to 0 when sampling; 'full'
+  # gives z every column after y (width - y_dim).
+  c.model.layout = 'full'
+  c.model.z_dim = 0         # K for layout='padded'; 0 = x_dim - y_dim
   c.model.num_blocks = 4    # invertible coupling blocks
   c.model.hidden = 128      # subnet width
   c.model.depth = 3         # Dense layers per subnet
@@ -62,6 +68,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.lambda_xz_start = 0.0      # lam_x, lam_z in the first part
   c.train.lambda_y_end = 0.01        # lam_y at the end (-> 0)
   c.train.switch_fraction = 0.5      # first part: forward fit dominates
+  c.train.lambda_pad = 1.0           # weight of ||pad outputs||^2 (constant)
+  # Weight of the reconstruction of x from [y, f_z(x), fresh padding noise]
+  # (constant; 0: off) and the std of the noise put on y and z there.
+  c.train.lambda_rec = 0.0
+  c.train.rec_noise = 0.0
   c.train.mmd_widths = (0.2, 0.5, 0.9, 1.3)
   c.train.y_noise = 0.0              # std, standardized y units
   c.train.pad_noise = 0.01           # std in zero-padding columns
@@ -177,15 +188,37 @@ def _forward_y(inn: flows.INN, params, x_std: Array) -> Array:
   return inn.split_output(inn.apply(params, inn.pad_x(x_std))[0])[0]
 
 
+LAYOUTS = ('padded', 'full')
+
+
+def latent_dim(model_cfg: ml_collections.ConfigDict, x_dim: int,
+               y_dim: int) -> int:
+  """K, the latent width of `model_cfg` (see `default_config().model`)."""
+  width = model_cfg.width or x_dim
+  layout = model_cfg.get('layout', 'full')
+  if layout not in LAYOUTS:
+    raise ValueError(f'unknown model.layout {layout!r}; expected one of '
+                     f'{LAYOUTS}')
+  if layout == 'full':
+    return width - y_dim
+  z_dim = model_cfg.get('z_dim', 0) or x_dim - y_dim
+  if z_dim < 1 or y_dim + z_dim > width:
+    raise ValueError(
+        f'model.z_dim={z_dim} must be >= 1 with y_dim + z_dim <= width '
+        f'({y_dim} + {z_dim} > {width}); x_dim - y_dim = {x_dim - y_dim}')
+  return z_dim
+
+
 def build_inn(config: ml_collections.ConfigDict, x_dim: int,
               y_dim: int) -> flows.INN:
-  """The INN of `config.model` for x_dim -> y_dim (z takes the rest)."""
+  """The INN of `config.model` for x_dim -> [y_dim, z_dim, padding]."""
   m = config.model
   width = m.width or x_dim
   if width < x_dim or width <= y_dim:
     raise ValueError(f'model.width={width} must be >= x_dim={x_dim} and '
                      f'> y_dim={y_dim}')
-  return flows.INN(x_dim=x_dim, y_dim=y_dim, z_dim=width - y_dim,
+  return flows.INN(x_dim=x_dim, y_dim=y_dim,
+                   z_dim=latent_dim(m, x_dim, y_dim), min_width=width,
                    num_blocks=m.num_blocks, hidden=m.hidden, depth=m.depth,
                    activation=m.activation, coupling=m.coupling,
                    clamp=m.clamp, actnorm=m.actnorm)
@@ -346,7 +379,9 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
         y_end=t.lambda_y_end, switch_fraction=t.switch_fraction)
     return losses.make_inn_objective(
         inn, weights, objective=t.objective, widths=tuple(t.mmd_widths),
-        y_noise=t.y_noise, pad_noise=t.pad_noise, ml_sigma=t.ml_sigma)
+        y_noise=t.y_noise, pad_noise=t.pad_noise, ml_sigma=t.ml_sigma,
+        pad_weight=t.get('lambda_pad', 1.0),
+        rec_weight=t.get('lambda_rec', 0.0), rec_noise=t.get('rec_noise', 0.0))
 
   fitted = fit_standardized(
       key, x, y, t,
