@@ -213,3 +213,73 @@ def test_time_to_solution_and_first_crossing():
   assert int(metrics.first_crossing(curve, 1.0)) == 2
   assert int(metrics.first_crossing(curve, 5.0)) == 0
   assert int(metrics.first_crossing(curve, 0.1)) == -1
+
+
+# ------------------------------------------------------------ calibration
+
+
+def _linear_gaussian(num_targets, num_samples, scale=1.0, shift=0.0):
+  """x ~ N(0, I_2), y = a.x + N(0, s^2): the exact posterior is Gaussian.
+
+  Posterior covariance S = (I + a a^T / s^2)^-1 and mean S a y / s^2
+  (conjugate Gaussian, closed form). `scale` / `shift` distort the samples
+  (scale < 1: over-confident; shift: biased) to show the checks can fail.
+  """
+  rng = np.random.default_rng(0)
+  a, s = np.array([1.0, 0.5]), 0.3
+  cov = np.linalg.inv(np.eye(2) + np.outer(a, a) / s**2)
+  x = rng.normal(size=(num_targets, 2))
+  y = x @ a + s * rng.normal(size=num_targets)
+  mean = (y[:, None] * (cov @ a)[None]) / s**2
+  chol = np.linalg.cholesky(cov)
+  eps = rng.normal(size=(num_targets, num_samples, 2))
+  samples = mean[:, None] + shift + scale * eps @ chol.T
+  return x.astype(np.float32), samples.astype(np.float32)
+
+
+def test_calibration_of_the_exact_linear_gaussian_posterior():
+  num_targets = 400
+  x, samples = _linear_gaussian(num_targets, 99)
+  cal = metrics.calibration(x, samples, num_bins=10)
+  assert cal.ranks.shape == (num_targets, 2)
+  assert int(cal.ranks.min()) >= 0 and int(cal.ranks.max()) <= 99
+  # A uniform-rank p-value below 1e-3 happens once in 1000 exact runs.
+  assert np.all(np.asarray(cal.rank_p_value) > 1e-3)
+  levels = np.asarray(cal.levels)[:, None]
+  # Coverage is a binomial share: 4 standard deviations sqrt(a(1-a)/T).
+  tol = 4 * np.sqrt(levels * (1 - levels) / num_targets)
+  assert np.all(np.abs(np.asarray(cal.central_coverage) - levels) <= tol)
+  # HPD regions from a kernel density of 99 samples: the same binomial noise
+  # plus the estimate's smoothing bias, bounded here by 0.05.
+  assert np.all(np.abs(np.asarray(cal.hpd_coverage) - levels[:, 0])
+                <= tol[:, 0] + 0.05)
+
+
+@pytest.mark.parametrize('scale,shift', [(0.5, 0.0), (1.0, 1.0)])
+def test_calibration_flags_overconfident_and_biased_posteriors(scale, shift):
+  x, samples = _linear_gaussian(400, 99, scale=scale, shift=shift)
+  cal = metrics.calibration(x, samples)
+  assert np.all(np.asarray(cal.rank_p_value) < 1e-6)
+  at_90 = list(np.round(np.asarray(cal.levels), 2)).index(0.9)
+  assert np.all(np.asarray(cal.central_coverage)[at_90] < 0.8)
+  assert float(cal.hpd_coverage[at_90]) < 0.8
+
+
+def test_sbc_ranks_and_rank_uniformity_by_hand():
+  x = jnp.array([[0.5, 3.0]])
+  samples = jnp.array([[[0.0, 1.0], [1.0, 2.0], [0.2, 4.0]]])
+  np.testing.assert_array_equal(metrics.sbc_ranks(x, samples), [[2, 2]])
+  # Ranks 0..3 once each, 4 bins: the histogram is flat, chi2 = 0, p = 1.
+  chi2, p = metrics.rank_uniformity(np.arange(4)[:, None], 3, 4)
+  np.testing.assert_allclose(chi2, [0.0])
+  np.testing.assert_allclose(p, [1.0])
+
+
+def test_calibration_rejects_bad_shapes_and_values():
+  with pytest.raises(ValueError, match='samples'):
+    metrics.calibration(jnp.zeros((3, 2)), jnp.zeros((3, 5, 1)))
+  with pytest.raises(ValueError, match='finite'):
+    metrics.calibration(jnp.full((3, 1), jnp.nan), jnp.zeros((3, 5, 1)))
+  with pytest.raises(ValueError, match='levels'):
+    metrics.calibration(jnp.zeros((3, 1)), jnp.zeros((3, 5, 1)),
+                        levels=(0.5, 1.0))
