@@ -6,7 +6,7 @@ the units of the standardized data.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,7 @@ def imq_kernel(a: Array, b: Array,
 
 
 def mmd(a: Array, b: Array, widths: Sequence[float] = DEFAULT_WIDTHS, *,
-        unbiased: bool = False) -> Array:
+        unbiased: bool = False, weights: Optional[Array] = None) -> Array:
   """Squared maximum mean discrepancy between two samples (Gretton 2012).
 
   Args:
@@ -57,23 +57,48 @@ def mmd(a: Array, b: Array, widths: Sequence[float] = DEFAULT_WIDTHS, *,
     widths: IMQ kernel widths (see `imq_kernel`).
     unbiased: drop the diagonal terms of the within-sample averages (the
       U-statistic; can be slightly negative). The biased V-statistic is >= 0.
+    weights: optional (n, n) symmetric positive semi-definite matrix that
+      multiplies all three kernel matrices (n = m, row i of a and of b
+      paired, e.g. by a shared condition): the MMD of the product kernel
+      k(a, a') w(c, c'), see `conditional_weights`.
 
   Returns:
     Scalar MMD^2 estimate.
   """
   n, m = a.shape[0], b.shape[0]
-  kaa, kbb, kab = (_kernel_sum(imq_kernel(a, a, widths)),
-                   _kernel_sum(imq_kernel(b, b, widths)),
-                   _kernel_sum(imq_kernel(a, b, widths)))
+  if weights is not None and weights.shape != (n, n) or (
+      weights is not None and m != n):
+    raise ValueError(f'weights must be ({n}, {n}) with paired samples, got '
+                     f'{None if weights is None else weights.shape} for '
+                     f'{n} and {m} rows')
+  weigh = (lambda k: k) if weights is None else (lambda k: k * weights)
+  kaa, kbb, kab = (_kernel_sum(weigh(imq_kernel(a, a, widths))),
+                   _kernel_sum(weigh(imq_kernel(b, b, widths))),
+                   _kernel_sum(weigh(imq_kernel(a, b, widths))))
   if unbiased:
     if n < 2 or m < 2:
       raise ValueError('the unbiased MMD needs at least 2 points per sample')
     kdiag = float(len(widths))  # k(a, a) for every point
+    if weights is not None:
+      kdiag = kdiag * jnp.mean(jnp.diag(weights))
     within_a = (kaa - n * kdiag) / (n * (n - 1))
     within_b = (kbb - m * kdiag) / (m * (m - 1))
   else:
     within_a, within_b = kaa / (n * n), kbb / (m * m)
   return within_a + within_b - 2.0 * kab / (n * m)
+
+
+def conditional_weights(c: Array, width: float) -> Array:
+  """(n, n) Gaussian kernel exp(-||c_i - c_j||^2 / (2 width^2)) of (n, k) c.
+
+  As `mmd(..., weights=)` it turns an MMD between paired samples into one
+  of the joint (sample, condition) distributions: zero only if the
+  conditional distributions agree for every condition (Ardizzone et al.
+  2018, the y-weighted backward MMD of their training code).
+  """
+  if not width > 0:
+    raise ValueError(f'width must be > 0, got {width}')
+  return jnp.exp(-_squared_distances(c, c) / (2.0 * width * width))
 
 
 def _kernel_sum(k: Array) -> Array:
@@ -115,28 +140,50 @@ def latent_loss(y_pred: Array, z_pred: Array, y: Array, z_prior: Array,
 
 def backward_loss(x_pred: Array, x: Array,
                   widths: Sequence[float] = DEFAULT_WIDTHS, *,
-                  unbiased: bool = False) -> Array:
-  """L_x: MMD between f^-1([y, z]) (n, D) and the data x (n, D)."""
-  return mmd(x_pred, x, widths, unbiased=unbiased)
+                  unbiased: bool = False, y: Optional[Array] = None,
+                  y_width: float = 0.0) -> Array:
+  """L_x: MMD between f^-1([y, z]) (n, D) and the data x (n, D).
+
+  With `y` (n, M), the y of both rows i, and `y_width` > 0 the MMD is
+  weighted by `conditional_weights(y, y_width)`: it compares the
+  posteriors p(x | y) instead of the marginals p(x).
+  """
+  weights = None
+  if y_width:
+    weights = conditional_weights(y, y_width)
+  return mmd(x_pred, x, widths, unbiased=unbiased, weights=weights)
 
 
 def max_likelihood_loss(y_pred: Array, z_pred: Array, y: Array,
-                        log_det: Array, sigma: float) -> Array:
+                        log_det: Array, sigma: float,
+                        pad: Optional[Array] = None,
+                        pad_sigma: float = 1.0) -> Array:
   """Maximum-likelihood INN loss (Kruse et al. 2021; iPage paper eq. 12).
 
-  0.5 * (||y_pred - y||^2 / sigma^2 + ||z||^2) - log|det J|, batch mean.
+  0.5 * (||y_pred - y||^2 / sigma^2 + ||z||^2 + ||pad||^2 / pad_sigma^2)
+  - log|det J|, batch mean: the negative log-density of the padded x under
+  y ~ N(y_true, sigma^2), z ~ N(0, I) and padding outputs ~ N(0, pad_sigma^2)
+  (Ardizzone et al. 2019, their maximum-likelihood variant). The
+  log-determinant penalizes squeezing information about x into small
+  outputs, which the MMD losses do not see.
 
   Args:
     y_pred: (n, M) forward prediction of y.
     z_pred: (n, K) latent output.
     y: (n, M) data properties.
-    log_det: (n,) log |det J_{x -> [y, z]}|.
+    log_det: (n,) log |det J_{x -> [y, z, pad]}|.
     sigma: assumed standard deviation of y around the truth (> 0).
+    pad: optional (n, P) padding outputs.
+    pad_sigma: their assumed standard deviation (> 0), e.g. the noise put
+      in the padding inputs.
   """
-  if sigma <= 0:
-    raise ValueError(f'sigma must be > 0, got {sigma}')
+  if sigma <= 0 or pad_sigma <= 0:
+    raise ValueError(f'sigma and pad_sigma must be > 0, got {sigma}, '
+                     f'{pad_sigma}')
   nll = 0.5 * (jnp.sum(jnp.square(y_pred - y), -1) / sigma**2
                + jnp.sum(jnp.square(z_pred), -1)) - log_det
+  if pad is not None and pad.shape[1]:
+    nll = nll + 0.5 * jnp.sum(jnp.square(pad), -1) / pad_sigma**2
   return jnp.mean(nll)
 
 
@@ -163,14 +210,18 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
                        unbiased: bool = False, y_noise: float = 0.0,
                        pad_noise: float = 0.0, ml_sigma: float = 0.1,
                        pad_weight: float = 1.0, rec_weight: float = 0.0,
-                       rec_noise: float = 0.0):
+                       rec_noise: float = 0.0, backward_y_width: float = 0.0):
   """The INN training loss `loss_fn(params, x, y, key, step) -> (loss, aux)`.
 
   objective='mmd' is iPage's dynamic bi-directional loss
   lam_x L_x + lam_y L_y + lam_z L_z with the weights `weights_fn(step)`
   (see `schedules.bidirectional_weights`); both directions are evaluated on
-  the same batch, so one gradient accumulates both. objective='ml' is the
-  maximum-likelihood loss (eq. 12), for which `weights_fn` is unused.
+  the same batch, so one gradient accumulates both. objective='ml' keeps
+  the same schedule with the maximum-likelihood loss (eq. 12,
+  `max_likelihood_loss`) in place of L_x and L_z: lam_y L_y + lam_x L_ml,
+  so the forward fit (the surrogate) is trained first and the density
+  afterwards. With padding outputs, L_ml models them as N(0, pad_noise^2),
+  the noise of the padding inputs.
 
   Args:
     inn: a `flows.INN` (unbound module; parameters come per call).
@@ -191,6 +242,9 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
       term asks that y and z alone determine x (Ardizzone et al. 2019, the
       reconstruction term of their training code). 0: off.
     rec_noise: std of the perturbation of y and z in L_rec.
+    backward_y_width: > 0 makes L_x the y-weighted MMD of `backward_loss`
+      (kernel width in standardized y units): posterior against posterior
+      rather than marginal against marginal. 0: the paper's marginal L_x.
 
   Returns:
     loss_fn; `aux` holds l_x, l_y, l_z, l_pad, l_rec (and the lambdas for
@@ -214,16 +268,19 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     v = noisy_pad(inn.pad_x(x), inn.x_dim, k_pad)
     out, log_det = inn.apply(params, v)
     y_pred, z_pred, rest = inn.split_output(out)
-    if objective == 'ml':
-      z_all = jnp.concatenate([z_pred, rest], -1)
-      loss = max_likelihood_loss(y_pred, z_all, y, log_det, ml_sigma)
-      return loss, dict(l_y=fit_loss(y_pred, y),
-                        l_z=jnp.mean(jnp.square(z_all)))
     y_noisy = y
     if y_noise:
       y_noisy = y + y_noise * jax.random.normal(k_y, y.shape, y.dtype)
     l_y = fit_loss(y_pred, y_noisy)
     l_pad = jnp.mean(jnp.square(rest)) if rest.shape[1] else jnp.zeros(())
+    w = weights_fn(step)
+    zero = lambda: jnp.zeros((), x.dtype)
+    if objective == 'ml':
+      l_ml = jax.lax.cond(w.x > 0, lambda: max_likelihood_loss(
+          y_pred, z_pred, y, log_det, ml_sigma, rest, pad_noise or 1.0),
+                          zero)
+      return w.y * l_y + w.x * l_ml, dict(l_y=l_y, l_ml=l_ml, l_pad=l_pad,
+                                          lam_x=w.x, lam_y=w.y)
     z_prior = jax.random.normal(k_z, (x.shape[0], z_dim), x.dtype)
 
     def latent():
@@ -235,7 +292,8 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
                          k_back)
       x_back, x_pad = inn.split_input(inn.apply(params, v_back,
                                                 method='inverse')[0])
-      l_x = backward_loss(x_back, x, widths, unbiased=unbiased)
+      l_x = backward_loss(x_back, x, widths, unbiased=unbiased, y=y,
+                          y_width=backward_y_width)
       if x_pad.shape[1]:
         l_x = l_x + jnp.mean(jnp.square(x_pad))
       return l_x
@@ -252,8 +310,6 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     # A term whose weight is exactly 0 (the first part of the schedule) is
     # not computed at all: lax.cond runs one branch, which makes forward-only
     # steps about twice as fast. Its aux value is then reported as 0.
-    w = weights_fn(step)
-    zero = lambda: jnp.zeros((), x.dtype)
     l_z = jax.lax.cond(w.z > 0, latent, zero)
     l_x = jax.lax.cond(w.x > 0, backward, zero)
     l_rec = reconstruction() if rec_weight else jnp.zeros((), x.dtype)

@@ -73,6 +73,10 @@ def default_config() -> ml_collections.ConfigDict:
   # (constant; 0: off) and the std of the noise put on y and z there.
   c.train.lambda_rec = 0.0
   c.train.rec_noise = 0.0
+  # > 0: L_x compares f^-1([y, z]) with x for similar y only (a Gaussian
+  # weight of this width in standardized y units), i.e. the posteriors
+  # p(x | y), not just the marginal p(x); 0: the paper's marginal L_x.
+  c.train.backward_y_width = 0.0
   c.train.mmd_widths = (0.2, 0.5, 0.9, 1.3)
   c.train.y_noise = 0.0              # std, standardized y units
   c.train.pad_noise = 0.01           # std in zero-padding columns
@@ -381,7 +385,8 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
         inn, weights, objective=t.objective, widths=tuple(t.mmd_widths),
         y_noise=t.y_noise, pad_noise=t.pad_noise, ml_sigma=t.ml_sigma,
         pad_weight=t.get('lambda_pad', 1.0),
-        rec_weight=t.get('lambda_rec', 0.0), rec_noise=t.get('rec_noise', 0.0))
+        rec_weight=t.get('lambda_rec', 0.0), rec_noise=t.get('rec_noise', 0.0),
+        backward_y_width=t.get('backward_y_width', 0.0))
 
   fitted = fit_standardized(
       key, x, y, t,

@@ -105,9 +105,36 @@ def test_inn_objective_terms_and_weights():
   np.testing.assert_allclose(loss1, expected, rtol=1e-6)
   np.testing.assert_allclose(aux1['lam_x'], 3.0, rtol=1e-6)
   ml = losses.make_inn_objective(inn, weights, objective='ml', ml_sigma=1.0)
-  loss_ml, _ = ml(params, x, y, key, 0)
+  loss_ml0, aux_ml0 = ml(params, x, y, key, 0)
+  # First half: the forward fit alone, as for 'mmd'.
+  np.testing.assert_allclose(loss_ml0, 3.0 * aux_ml0['l_y'], rtol=1e-6)
+  loss_ml, aux_ml = ml(params, x, y, key, 99)
   # Identity start: log_det = 0; NLL = 0.5 (|x1 - y|^2 + x2^2), batch mean.
   expected_ml = jnp.mean(0.5 * ((x[:, 0] - y[:, 0]) ** 2 + x[:, 1] ** 2))
-  np.testing.assert_allclose(loss_ml, expected_ml, rtol=1e-5)
+  np.testing.assert_allclose(aux_ml['l_ml'], expected_ml, rtol=1e-5)
+  np.testing.assert_allclose(
+      loss_ml, aux_ml['lam_y'] * aux_ml['l_y'] + 3.0 * expected_ml, rtol=1e-5)
   with pytest.raises(ValueError, match='objective'):
     losses.make_inn_objective(inn, weights, objective='nope')
+
+
+def test_conditional_mmd_sees_what_the_marginal_mmd_cannot():
+  """Rows of x permuted across y: same marginal sample, wrong conditionals."""
+  key_x, key_perm = jax.random.split(jax.random.PRNGKey(3))
+  y = jnp.linspace(-2.0, 2.0, 64)[:, None]
+  x = y + 0.1 * jax.random.normal(key_x, (64, 1))   # x tracks y
+  shuffled = x[jax.random.permutation(key_perm, 64)]
+  # Each of the 3 terms is a mean of n^2 kernel values in [0, 4] (4 widths),
+  # summed as n products of length n: float32 rounding <= 2 n eps 4 each.
+  atol = 3 * 2 * 64 * np.finfo(np.float32).eps * 4
+  # The same multiset of rows: the biased marginal MMD is 0 up to rounding.
+  np.testing.assert_allclose(losses.mmd(shuffled, x), 0.0, atol=atol)
+  w = losses.conditional_weights(y, 0.2)
+  assert float(losses.mmd(shuffled, x, weights=w)) > 0.05
+  np.testing.assert_allclose(losses.mmd(x, x, weights=w), 0.0, atol=atol)
+  # All-ones weights: the plain MMD (the product kernel with a constant).
+  np.testing.assert_allclose(
+      losses.mmd(shuffled[:10], x[:10], weights=jnp.ones((10, 10))),
+      losses.mmd(shuffled[:10], x[:10]), rtol=1e-6)
+  with pytest.raises(ValueError, match='weights'):
+    losses.mmd(x, x[:10], weights=w)
