@@ -500,3 +500,52 @@ def calibration(x_true, samples, levels: Sequence[float] = DEFAULT_LEVELS,
   hpd = jnp.mean(credibility[None, :] <= levels[:, None], axis=1)
   return Calibration(ranks, jnp.asarray(chi2), jnp.asarray(p_value), levels,
                      central_coverage(x_true, samples, levels), hpd)
+
+
+def rejection_posterior(key: jax.Array, sample_prior: Callable,
+                        simulate: Simulator, targets, num_samples: int,
+                        tol: float, *, pool_size: int = 1_000_000,
+                        max_rounds: int = 50) -> np.ndarray:
+  """Reference posterior samples by rejection (approximate Bayesian comp.).
+
+  Draws x from the prior in pools and keeps, per target y_t, the first
+  `num_samples` with ||Omega(x) - y_t||_inf < tol: exact samples of
+  p(x | ||Omega(x) - y_t|| < tol), which tends to p(x | y_t) as tol -> 0.
+  Host-side loop over pools (numpy), for evaluation only.
+
+  Args:
+    key: PRNG key of the prior draws.
+    sample_prior: `(key, n) -> (n, D)`.
+    simulate: `(n, D) -> (n, M)` forward process.
+    targets: `(T, M)` targets.
+    num_samples: L samples per target.
+    tol: acceptance half-width on every output (> 0).
+    pool_size: prior draws per round.
+    max_rounds: give up (ValueError) after this many pools.
+
+  Returns:
+    `(T, L, D)` float32 samples.
+  """
+  targets = np.asarray(targets, np.float32)
+  if targets.ndim != 2:
+    raise ValueError(f'targets must be (T, M); got {targets.shape}')
+  if not tol > 0:
+    raise ValueError(f'tol must be > 0; got {tol!r}')
+  found = [[] for _ in targets]
+  counts = np.zeros(len(targets), int)
+  for r in range(max_rounds):
+    x = np.asarray(sample_prior(jax.random.fold_in(key, r), pool_size))
+    y = np.asarray(simulate(jnp.asarray(x)))
+    for t, target in enumerate(targets):
+      if counts[t] >= num_samples:
+        continue
+      hit = np.flatnonzero(np.all(np.abs(y - target) < tol, -1))
+      hit = hit[:num_samples - counts[t]]
+      found[t].append(x[hit])
+      counts[t] += hit.size
+    if np.all(counts >= num_samples):
+      return np.stack([np.concatenate(f) for f in found]).astype(np.float32)
+  raise ValueError(
+      f'rejection sampling found only {int(counts.min())} of {num_samples} '
+      f'samples for some target after {max_rounds} pools of {pool_size}; '
+      'raise tol or pool_size')

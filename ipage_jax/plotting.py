@@ -469,3 +469,50 @@ def property_histogram(values: Mapping[str, np.ndarray],
   if title:
     ax.set_title(title, fontsize=9)
   return fig
+
+
+def calibration(results: Mapping[str, object], names: Sequence[str], *,
+                title: Optional[str] = None) -> Figure:
+  """SBC rank histograms and expected-coverage curves, one column a method.
+
+  Args:
+    results: method -> `metrics.Calibration` (or anything with `ranks`
+      (T, D), `levels` (K,), `central_coverage` (K, D), `hpd_coverage` (K,)).
+    names: D parameter names (legend of the rank histograms).
+    title: figure title.
+
+  Top row: rank histograms per parameter (flat for a calibrated posterior;
+  U-shaped: over-confident; hump: under-confident). Bottom row: coverage
+  against credibility (on the diagonal when calibrated; below it:
+  over-confident).
+  """
+  if not results:
+    raise ValueError('results is empty')
+  cols = len(results)
+  fig = Figure(figsize=(3.2 * cols, 5.6), constrained_layout=True)
+  axes = fig.subplots(2, cols, squeeze=False)
+  for c, (method, cal) in enumerate(results.items()):
+    ranks = np.asarray(cal.ranks)
+    top, bottom = axes[0, c], axes[1, c]
+    edges = np.linspace(0, ranks.max() + 1, 11)
+    for d, name in enumerate(names):
+      top.hist(ranks[:, d], bins=edges, histtype='step', label=name)
+    top.axhline(len(ranks) / 10, color='grey', lw=0.8, ls='--')
+    top.set_title(method, fontsize=9)
+    top.set_xlabel('rank of the true value', fontsize=8)
+    levels = np.asarray(cal.levels)
+    bottom.plot([0, 1], [0, 1], color='grey', lw=0.8, ls='--')
+    bottom.plot(levels, np.asarray(cal.central_coverage).mean(-1),
+                marker='o', ms=3, label='central (mean over x)')
+    bottom.plot(levels, np.asarray(cal.hpd_coverage), marker='s', ms=3,
+                label='highest density')
+    bottom.set_xlabel('credibility level', fontsize=8)
+    for ax in (top, bottom):
+      ax.tick_params(labelsize=7)
+  axes[0, 0].set_ylabel('targets', fontsize=8)
+  axes[1, 0].set_ylabel('coverage', fontsize=8)
+  axes[0, 0].legend(fontsize=6)
+  axes[1, 0].legend(fontsize=6)
+  if title:
+    fig.suptitle(title, fontsize=10)
+  return fig

@@ -283,3 +283,24 @@ def test_calibration_rejects_bad_shapes_and_values():
   with pytest.raises(ValueError, match='levels'):
     metrics.calibration(jnp.zeros((3, 1)), jnp.zeros((3, 5, 1)),
                         levels=(0.5, 1.0))
+
+
+def test_rejection_posterior_matches_the_closed_form_posterior():
+  """x ~ N(0, 1), y = x: p(x | |y - t| < tol) is N(0, 1) cut to t +- tol."""
+  prior = lambda key, n: jax.random.normal(key, (n, 1))
+  targets = np.array([[0.0], [1.5]], np.float32)
+  tol = 0.1
+  s = metrics.rejection_posterior(jax.random.PRNGKey(0), prior, lambda x: x,
+                                  targets, 2000, tol, pool_size=100_000)
+  assert s.shape == (2, 2000, 1)
+  assert np.all(np.abs(s - targets[:, None, :]) < tol)
+  # Truncated normal on [t - tol, t + tol] (scipy, independent).
+  from scipy import stats
+  for t, got in zip(targets[:, 0], s[:, :, 0]):
+    ref = stats.truncnorm(t - tol, t + tol, loc=0.0, scale=1.0)
+    # Sample mean of 2000 draws: 5 standard errors.
+    assert abs(got.mean() - ref.mean()) < 5 * ref.std() / np.sqrt(2000)
+  with pytest.raises(ValueError, match='rejection sampling found only'):
+    metrics.rejection_posterior(jax.random.PRNGKey(0), prior, lambda x: x,
+                                np.array([[9.0]]), 5, 1e-3, pool_size=1000,
+                                max_rounds=2)

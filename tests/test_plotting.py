@@ -108,3 +108,22 @@ def test_property_histogram_rejects_bad_input():
     plotting.property_histogram({'a': np.zeros((3, 2))})
   with pytest.raises(ValueError, match='finite'):
     plotting.property_histogram({'a': np.array([np.nan])})
+
+
+def test_calibration_columns_histograms_and_coverage_lines():
+  from ipage_jax import metrics
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(50, 2)).astype(np.float32)
+  samples = (x[:, None] + rng.normal(size=(50, 19, 2))).astype(np.float32)
+  cal = metrics.calibration(x, samples, levels=(0.5, 0.9), num_bins=4)
+  fig = plotting.calibration({'a': cal, 'b': cal}, ['x1', 'x2'], title='t')
+  assert len(fig.axes) == 4
+  assert [fig.axes[i].get_title() for i in (0, 1)] == ['a', 'b']
+  # Bottom-left panel: diagonal, central and HPD curves at the 2 levels.
+  lines = fig.axes[2].get_lines()
+  assert len(lines) == 3
+  np.testing.assert_allclose(lines[1].get_ydata(),
+                             np.asarray(cal.central_coverage).mean(-1))
+  np.testing.assert_allclose(lines[2].get_ydata(), cal.hpd_coverage)
+  with pytest.raises(ValueError, match='empty'):
+    plotting.calibration({}, ['x1'])
