@@ -3,7 +3,8 @@
   model = ipage_jax.fit(key, x, y, config)
   sols = ipage_jax.solve(model, key, y_target, num_solutions=1000)
 
-The building blocks live in their own modules: `flows`, `losses`,
+The building blocks live in their own modules: `flows`, `image_flows`
+(convolutional blocks and a multi-scale INN on images), `losses`,
 `schedules`, `training`, `sampling`, `localization`, `metrics`, `tasks`,
 `parallel` (several devices or hosts).
 """
