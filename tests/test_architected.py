@@ -191,3 +191,27 @@ def test_augment_keeps_the_fem_modulus():
   assert len(images) == 8 * 16
   with pytest.raises(ValueError, match='square'):
     arch.augment(jax.random.PRNGKey(0), jnp.zeros((2, 10)))
+
+
+def test_binarize_porosity_and_periodic_connectivity():
+  x = np.zeros((4, arch.SIZE, arch.SIZE), np.float32)
+  x[0, 10] = 0.9                         # one horizontal stripe: connected
+  x[1, :, 0] = 0.7                       # a blob cut by the periodic edge:
+  x[1, :, -1] = 0.6                      #   columns 0 and 31 touch
+  x[2, 2:6, 2:6] = 1.0                   # two equal separate squares
+  x[2, 20:24, 20:24] = 1.0
+  x[3] = 0.49                            # all below the threshold: void
+  flat = x.reshape(4, -1)
+  b = arch.binarize(flat)
+  assert set(np.unique(b)) <= {0.0, 1.0}
+  np.testing.assert_allclose(arch.porosity(flat),
+                             [1 - 32 / 1024, 1 - 64 / 1024, 1 - 32 / 1024, 1])
+  np.testing.assert_allclose(arch.solid_connectivity(flat),
+                             [1.0, 1.0, 0.5, 0.0])
+  # Cell 1 is two columns that are neighbours only across the periodic
+  # edge; shifted one column inwards they are apart: two halves.
+  apart = np.roll(x[1], 1, axis=1)
+  apart[:, 1] = 0.0
+  apart[:, 2] = 0.7
+  np.testing.assert_allclose(arch.solid_connectivity(apart.reshape(1, -1)),
+                             [0.5])

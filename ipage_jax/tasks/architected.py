@@ -226,6 +226,64 @@ def augment(key: jax.Array, x: jax.Array) -> jax.Array:
                        symmetry).reshape(n, d)
 
 
+THRESHOLD = 0.5
+
+
+def binarize(x, threshold: float = THRESHOLD) -> np.ndarray:
+  """Manufacturable cells: densities >= `threshold` solid (1), else void (0).
+
+  Args:
+    x: `(..., 1024)` densities.
+    threshold: the cut (0.5: nearest of 0 and 1).
+
+  Returns:
+    Float32 array of x's shape with values in {0, 1}.
+  """
+  return (np.asarray(x) >= threshold).astype(np.float32)
+
+
+def porosity(x) -> np.ndarray:
+  """`(...,)` void fraction of binary cells `(..., 1024)` (share of zeros)."""
+  return 1.0 - np.mean(binarize(x), axis=-1)
+
+
+def solid_connectivity(x) -> np.ndarray:
+  """`(...,)` share of each cell's solid in its largest periodic component.
+
+  Solid pixels (x >= 0.5) are connected through edges (4-neighbourhood) on
+  the periodic 32 x 32 grid, so a component may wrap around the cell; a
+  cell without solid gets 0. 1 means all solid forms one piece.
+
+  Args:
+    x: `(..., 1024)` densities, row-major cells.
+  """
+  from scipy import ndimage  # host-side evaluation only
+
+  cells = binarize(x).reshape(-1, SIZE, SIZE).astype(bool)
+  out = np.zeros(len(cells))
+  for i, cell in enumerate(cells):
+    labels, count = ndimage.label(cell)
+    if count == 0:
+      continue
+    parent = np.arange(count + 1)
+
+    def find(a):
+      while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+      return a
+
+    # Periodic boundaries: labels touching across opposite edges merge.
+    for a, b in ((labels[0], labels[-1]), (labels[:, 0], labels[:, -1])):
+      for u, v in zip(a, b):
+        if u and v:
+          parent[find(u)] = find(v)
+    roots = np.array([find(k) for k in range(1, count + 1)])
+    sizes = np.bincount(roots[labels[labels > 0] - 1])
+    out[i] = sizes.max() / cell.sum()
+  return out.reshape(np.shape(x)[:-1])
+
+
 def sample_prior(key: jax.Array, n: int) -> jax.Array:
   """`(n, 1024)` float32 flattened cells from `generate_cells` (defaults)."""
   return generate_cells(key, n).reshape(-1, X_DIM)
