@@ -24,6 +24,7 @@ import optax
 from ipage_jax import checkpoint
 from ipage_jax import data as data_lib
 from ipage_jax import flows
+from ipage_jax import image_flows
 from ipage_jax import localization
 from ipage_jax import losses
 from ipage_jax import parallel as parallel_lib
@@ -47,6 +48,16 @@ def default_config() -> ml_collections.ConfigDict:
   # gives z every column after y (width - y_dim).
   c.model.layout = 'full'
   c.model.z_dim = 0         # K for layout='padded'; 0 = x_dim - y_dim
+  # 'dense': fully connected couplings on rows; 'image': the multi-scale
+  # convolutional INN of `image_flows` on cells of `image.shape`.
+  c.model.network = 'dense'
+  c.model.image = ml_collections.ConfigDict()
+  c.model.image.shape = (0, 0, 0)     # (h, w, c), h w c = x_dim
+  c.model.image.levels = 2            # squeeze levels
+  c.model.image.blocks_per_level = 4  # conv couplings per level
+  c.model.image.hidden_channels = 32  # conv subnet channels
+  c.model.image.kernel_size = 3
+  c.model.image.dense_blocks = 4      # dense couplings after the last level
   c.model.num_blocks = 4    # invertible coupling blocks
   c.model.hidden = 128      # subnet width
   c.model.depth = 3         # Dense layers per subnet
@@ -214,9 +225,21 @@ def latent_dim(model_cfg: ml_collections.ConfigDict, x_dim: int,
 
 
 def build_inn(config: ml_collections.ConfigDict, x_dim: int,
-              y_dim: int) -> flows.INN:
-  """The INN of `config.model` for x_dim -> [y_dim, z_dim, padding]."""
+              y_dim: int):
+  """The INN of `config.model` for x_dim -> [y_dim, z_dim, padding].
+
+  `model.network='dense'`: a `flows.INN` of fully connected couplings;
+  'image': an `image_flows.ImageINN` over the cells of
+  `model.image.shape` (h, w, c) with h w c = x_dim, the rest of
+  `model.image` as its attributes (its dense part uses `model.hidden`,
+  `model.depth`, `model.activation` and `model.clamp`).
+  """
   m = config.model
+  if m.get('network', 'dense') == 'image':
+    return _image_inn(m, x_dim, y_dim)
+  if m.get('network', 'dense') != 'dense':
+    raise ValueError(f"unknown model.network {m.network!r}; expected "
+                     "'dense' or 'image'")
   width = m.width or x_dim
   if width < x_dim or width <= y_dim:
     raise ValueError(f'model.width={width} must be >= x_dim={x_dim} and '
@@ -226,6 +249,20 @@ def build_inn(config: ml_collections.ConfigDict, x_dim: int,
                    num_blocks=m.num_blocks, hidden=m.hidden, depth=m.depth,
                    activation=m.activation, coupling=m.coupling,
                    clamp=m.clamp, actnorm=m.actnorm)
+
+
+def _image_inn(m: ml_collections.ConfigDict, x_dim: int, y_dim: int):
+  img = m.image
+  shape = tuple(int(v) for v in img.shape)
+  if int(np.prod(shape)) != x_dim:
+    raise ValueError(f'model.image.shape={shape} holds {np.prod(shape)} '
+                     f'values, but x has {x_dim}')
+  return image_flows.ImageINN(
+      image_shape=shape, y_dim=y_dim, levels=img.levels,
+      blocks_per_level=img.blocks_per_level,
+      hidden_channels=img.hidden_channels, kernel_size=img.kernel_size,
+      dense_blocks=img.dense_blocks, dense_hidden=m.hidden,
+      dense_depth=m.depth, activation=m.activation, clamp=m.clamp)
 
 
 def make_optimizer(train_cfg: ml_collections.ConfigDict,

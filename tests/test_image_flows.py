@@ -398,3 +398,19 @@ def test_bad_block_inputs_raise():
   inn = _inn((4, 4, 2), levels=1)
   with pytest.raises(ValueError, match=r'\(n, 31\)'):
     inn.join_yz(jnp.zeros((2, 1)), jnp.zeros((2, 30)))
+
+
+def test_pipeline_builds_the_image_inn_from_the_config():
+  from ipage_jax import pipeline
+  config = pipeline.default_config()
+  config.model.network = 'image'
+  config.model.image.shape = (8, 8, 1)
+  config.model.image.levels = 1
+  inn = pipeline.build_inn(config, 64, 1)
+  assert isinstance(inn, imf.ImageINN)
+  assert (inn.x_dim, inn.y_dim, inn.z_dim, inn.width) == (64, 1, 63, 64)
+  with pytest.raises(ValueError, match='holds 64 values'):
+    pipeline.build_inn(config, 65, 1)
+  config.model.network = 'conv'
+  with pytest.raises(ValueError, match='model.network'):
+    pipeline.build_inn(config, 64, 1)
