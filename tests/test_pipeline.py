@@ -302,8 +302,8 @@ def test_oversample_keeps_the_best_by_surrogate_error(model):
   drawn = pipeline.sample_posterior(model.net, model.params, key, t_std,
                                     2 * n, 'lhs')[0]
   drawn = np.asarray(model.x_scaler.inverse(drawn))
-  err = np.sum((np.asarray(pipeline.surrogate(model, jnp.asarray(drawn))) - 3000.0)
-               ** 2, -1)
+  err = np.sum((np.asarray(pipeline.surrogate(model, jnp.asarray(drawn)))
+                - 3000.0) ** 2, -1)
   best = drawn[np.sort(np.argsort(err)[:n])]
   np.testing.assert_allclose(sols.x, best, rtol=1e-5)
   np.testing.assert_allclose(sols.x_posterior, best, rtol=1e-5)
