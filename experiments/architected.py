@@ -12,7 +12,8 @@ missing file is simulated and written; an existing one is read (see
 writes the same files). The cache ignores `--seed`: every seed trains on the
 same cells.
 
-Besides the shared runner's outputs it draws generated cells with their FEM
+Besides the shared runner's outputs (see `--help` for the flags and the
+config fields behind them) it draws generated cells with their FEM
 modulus next to the training cells closest to the target
 (`architected_cells.png`) and the training curves (`training_curves.png`).
 """
@@ -22,9 +23,11 @@ import os
 
 from absl import app
 from absl import logging
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import runner
+from experiments import train
 from experiments.robot_arm import first_target
 from ipage_jax import plotting
 from ipage_jax.tasks import architected
@@ -45,10 +48,6 @@ def data_cache_path(config, default_dir: str) -> str:
 def with_data_cache(task, path: str):
   """`task` whose `make_dataset` reads / writes the FEM cache `path`."""
 
-  def progress(done, total):
-    logging.log_every_n_seconds(logging.INFO, 'FEM: %d/%d cells', 30, done,
-                                total)
-
   def make_dataset(key, n=None):
     if os.path.exists(path):
       logging.info('Reading the data set from %s', path)
@@ -56,7 +55,8 @@ def with_data_cache(task, path: str):
       logging.info('Simulating the data set (cached in %s)', path)
       os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return architected.make_dataset(key, n, cache_path=path,
-                                    progress=progress)
+                                    progress=train.count_logger('FEM',
+                                                                'cells'))
 
   return dataclasses.replace(task, make_dataset=make_dataset)
 
@@ -79,8 +79,11 @@ def report(run, model, sols, key) -> dict:
   shown = np.asarray(x[:NUM_SHOWN])
   y_fem = np.asarray(architected.simulate(shown))[:, 0]
   captions = [f'FEM {v:.3f}' for v in y_fem]
-  if hasattr(model, 'surrogate'):  # iPage / INN: the learned forward model
-    y_sur = np.asarray(model.surrogate(shown))[:, 0]
+  forward = run.method.solver(model).forward
+  if forward is not None:  # the learned forward model (iPage, INN, NA)
+    y_sur = np.asarray(model.y_scaler.inverse(forward.apply(
+        forward.net, forward.params,
+        model.x_scaler.forward(jnp.asarray(shown)))))[:, 0]
     captions = [f'{c}\nf_y {s:.3f}' for c, s in zip(captions, y_sur)]
   rows = [(f'generated\n(y* = {target[0]:g})', as_cells(shown), captions)]
   x_data, y_data = architected.load_dataset(
@@ -94,10 +97,12 @@ def report(run, model, sols, key) -> dict:
   return {'figure': FIGURE, 'figure_fem_y': y_fem}
 
 
-def _with_cache(run: runner.Run) -> runner.Run:
+def _with_cache(run: train.Run) -> train.Run:
   return dataclasses.replace(run, task=with_data_cache(run.task,
                                                        _cache_of(run)))
 
 
+HOOKS = train.Hooks(prepare=_with_cache, report=report)
+
 if __name__ == '__main__':
-  app.run(runner.make_main(NAME, report=report, prepare=_with_cache))
+  app.run(runner.make_main(NAME, HOOKS))

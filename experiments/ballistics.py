@@ -3,7 +3,8 @@ r"""Ballistics benchmark: throws that land at a target position.
   python -m experiments.ballistics --workdir runs/ballistics
   python -m experiments.ballistics --workdir runs/ballistics --target 7
 
-Besides the shared runner's outputs it draws the trajectories of the
+Besides the shared runner's outputs (see `--help` for the flags and the
+config fields behind them) it draws the trajectories of the
 solutions landing at the target (`ballistics_trajectories.png`: posterior
 samples before localization next to the localized solutions; the paper's
 eq. 20-21 from the start to the landing point) and the training curves
@@ -17,6 +18,7 @@ from absl import app
 import numpy as np
 
 from experiments import runner
+from experiments import train
 from experiments.robot_arm import first_target
 from ipage_jax import plotting
 from ipage_jax.tasks import ballistics
@@ -83,5 +85,7 @@ def report(run, model, sols, key) -> dict:
   return {'figure': FIGURE}
 
 
+HOOKS = train.Hooks(report=report)
+
 if __name__ == '__main__':
-  app.run(runner.make_main('ballistics', report=report))
+  app.run(runner.make_main('ballistics', HOOKS))

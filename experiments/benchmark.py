@@ -4,15 +4,22 @@ r"""Benchmark harness: the paper's Tables 2 and 3 and its Fig. 7.
       --tasks sinewave,robot_arm,ballistics --methods ipage,inn --seeds 5
   python -m experiments.benchmark --workdir runs/bench_quick --quick
 
-For each task, seed and method: the task's data set (key from the seed; the
-same rows for every method), `--num_targets` rows held out and never
-trained on, the method's `fit` on the rest, then
+For each task, seed and method one `train.train_and_evaluate` run (the task
+scripts' function) with the benchmark's protocols switched on in its
+`evaluate` section: the task's data set (key from the seed; the same rows
+for every method), `--num_targets` rows held out and never trained on, the
+method's `fit` on the rest, then
   protocol A (Table 2): one solution for each held-out y, solved in one
     batched call, re-simulation error against those y;
   protocol B (Table 3): `--num_solutions` solutions for the task's default
     target; re-simulation error, diversity (mean pairwise distance) and
     time to solution (inference and localization seconds of a second, warm
-    call: the first one compiles; its times are kept as `*_cold`).
+    call: the first one compiles; its times are kept as `*_cold`);
+  for methods whose candidates are posterior samples (all but NA), the
+    re-simulation error of those samples before localization, next to the
+    final one, in both protocols;
+  mode coverage (sinewave): the modes reached by 200 solutions and by 200
+    posterior samples;
   r_T (Ren et al. 2020): `--rt_max` proposals for each of the first
     `--rt_targets` held-out targets; the best re-simulation error among the
     first T, averaged over targets (methods that localize through a
@@ -26,50 +33,51 @@ Every run also records the parameter count and the gradient evaluations per
 solution. Re-simulation uses the task's simulator; tasks without one are
 skipped, and an oracle's figures are labelled "vs oracle".
 
-Models are cached in `workdir/models/<task>/<method>/seed<s>.msgpack` with a
-fingerprint (`seed<s>.json`: config, data shape, split); a rerun with the
-same settings only evaluates. Methods sharing one `fit` (ipage and inn) train
-once per task and seed. Interrupted training resumes from
-`seed<s>.ckpt-<fingerprint>/`.
+Each run's outputs are those of a task script, in
+`workdir/runs/<task>/<method>/seed<s>/` (config.json, model/ with its
+fingerprint model.json, metrics.json: the run's record, solutions.npz: the
+protocol-B solutions); a rerun with the same settings only evaluates.
+Methods sharing one `fit` (ipage and inn) train once per task and seed.
 
 Writes (atomically, after every run) `workdir/results.json` (every number of
 every seed), `workdir/results.md` (tables: rows = methods, columns = tasks,
 cells mean +- sample standard deviation over seeds),
-`workdir/time_to_solution.png`, `r_t.png` and `steps_to_accuracy.png`. `--seeds` is a count (`5`: seeds 0-4) or a
-list (`0,3,7`). `--quick` uses the tasks' tiny settings and, unless given,
-100 targets, 100 solutions and r_T on 20 targets up to T = 10. `--workdir`, `--num_solutions`, `--epochs`,
-`--sampler` and `--quick` are the per-task scripts' flags; their `--method`,
-`--target`, `--target_file`, `--seed` and `--reuse_checkpoint` do not apply.
+`workdir/time_to_solution.png`, `r_t.png` and `steps_to_accuracy.png`.
+A `results.json` of an earlier version is read as well: its runs stay in the
+tables while their settings are unchanged. `--seeds` is a count (`5`: seeds
+0-4) or a list (`0,3,7`). `--quick` uses the tasks' tiny settings and, unless
+given, 100 targets, 100 solutions and r_T on 20 targets up to T = 10.
+`--workdir`, `--num_solutions`, `--epochs`, `--sampler` and `--quick` are the
+per-task scripts' flags; their `--method`, `--target`, `--target_file`,
+`--seed` and `--reuse_checkpoint` do not apply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import os
-import shutil
-import time
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from experiments import architected as architected_script
 from experiments import ballistics as ballistics_script
 from experiments import runner
-from ipage_jax.tasks import robot_arm as robot_arm_task
-from ipage_jax.tasks import sinewave as sinewave_task
-from ipage_jax import data as data_lib
+from experiments import train
+from ipage_jax import checkpoint
 from ipage_jax import methods
-from ipage_jax import metrics
 from ipage_jax import plotting
 from ipage_jax import tasks
+from ipage_jax.tasks import robot_arm as robot_arm_task
+from ipage_jax.tasks import sinewave as sinewave_task
 
 flags.DEFINE_list('tasks', ['sinewave', 'robot_arm', 'ballistics'],
                   f'Tasks, from {tasks.NAMES}.')
@@ -91,6 +99,7 @@ flags.DEFINE_list('steps_grid', ['0', '10', '30', '100', '300', '1000'],
                   'empty: skip.')
 
 FLAGS = flags.FLAGS
+NUM_SOLUTIONS = 1000      # protocol B (unless --num_solutions)
 QUICK_SIZE = 100          # protocol sizes under --quick (unless given)
 QUICK_RT = (20, 10)       # r_T targets and largest T under --quick
 _NOT_USED = ('method', 'target', 'target_file', 'seed', 'reuse_checkpoint')
@@ -101,6 +110,16 @@ TABLES = (
      'target)'),
     ('protocol_b/resimulation_error',
      'Table 3: re-simulation error, protocol B (default target)'),
+    ('protocol_a/posterior_resimulation_error',
+     'Posterior samples before localization: re-simulation error, protocol '
+     'A'),
+    ('protocol_b/posterior_resimulation_error',
+     'Posterior samples before localization: re-simulation error, protocol '
+     'B'),
+    ('mode_coverage/modes_covered',
+     'Modes covered by 200 solutions (sinewave, of 9)'),
+    ('mode_coverage/posterior_modes_covered',
+     'Modes covered by 200 posterior samples (sinewave, of 9)'),
     ('protocol_b/total_s', 'Time to solution [s], protocol B (inference + '
      'localization, warm)'),
     ('protocol_b/diversity', 'Diversity, protocol B (mean pairwise distance)'),
@@ -111,7 +130,9 @@ TABLES = (
      'proposals per target, Ren et al. 2020)'),
     ('num_params', 'Trainable parameters'),
 )
-R_T_SIZES = (1, 2, 5, 10, 20, 50, 100, 200)
+# Counts, written as numbers with one decimal (not in e-notation).
+COUNTS = ('mode_coverage/modes_covered',
+          'mode_coverage/posterior_modes_covered')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,276 +170,53 @@ def parse_seeds(values: Sequence[str]) -> list[int]:
   return seeds
 
 
-def holdout_split(key: jax.Array, n: int, num_targets: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
-  """Random (train (n - T,), held-out (T,)) row indices."""
-  if not 0 < num_targets < n:
-    raise ValueError(f'cannot hold out {num_targets} of {n} rows')
-  perm = np.asarray(jax.random.permutation(key, n))
-  return np.sort(perm[num_targets:]), np.sort(perm[:num_targets])
+def run_dir(workdir: str, task: str, method: str, seed: int) -> str:
+  """The workdir of one run (as a task script's --workdir)."""
+  return os.path.join(workdir, 'runs', task, method, f'seed{seed}')
 
 
 def model_path(workdir: str, task: str, method: str, seed: int) -> str:
-  """The cached model's file (its fingerprint: the same name, `.json`)."""
-  return os.path.join(workdir, 'models', task, method, f'seed{seed}.msgpack')
+  """The model of one run (its fingerprint: `model.json` beside it)."""
+  return os.path.join(run_dir(workdir, task, method, seed), train.MODEL)
 
 
-def _as_json(value):
-  """`value` as it reads back from JSON (tuples become lists)."""
-  return json.loads(json.dumps(value, sort_keys=True, default=str))
+def find_model(workdir: str, task: str, method: str, seed: int
+               ) -> Optional[str]:
+  """The model of one run, or of a workdir of an earlier version
+  (`models/<task>/<method>/seed<s>.msgpack`); None when there is none."""
+  for path in (model_path(workdir, task, method, seed),
+               os.path.join(workdir, 'models', task, method,
+                            f'seed{seed}.msgpack')):
+    if os.path.exists(path):
+      return path
+  return None
 
 
-def _read_json(path: str) -> Optional[dict]:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
+def solutions_path(workdir: str, task: str, method: str, seed: int) -> str:
+  """Protocol-B solutions of one run (npz: x, x_posterior, ...)."""
+  return os.path.join(run_dir(workdir, task, method, seed), 'solutions.npz')
 
 
-def _progress_logger(name: str, epochs: int, log_every: int):
-  start = time.perf_counter()
-
-  def progress(epoch, m):
-    if epoch == 0 or (epoch + 1) % log_every == 0 or epoch + 1 == epochs:
-      logging.info('%s: epoch %d/%d  %s  (%.0f s)', name, epoch + 1, epochs,
-                   '  '.join(f'{k}={v:.3g}' for k, v in sorted(m.items())),
-                   time.perf_counter() - start)
-
-  return progress
-
-
-def fit_cached(method: methods.Method, key: jax.Array, x: np.ndarray,
-               y: np.ndarray, config: ml_collections.ConfigDict,
-               path: str, fingerprint: dict, *,
-               donors: Sequence[str] = (), name: str = '',
-               augment=None):
-  """Loads the model at `path` if its fingerprint matches, else fits it.
-
-  Args:
-    method: the method (`fit`, `save`, `load`).
-    key: PRNG key of `fit`.
-    x, y: (n, D), (n, M) training rows.
-    config: the method's settings.
-    path: model file; its fingerprint is stored next to it (`.json`).
-    fingerprint: JSON-able description of what the model depends on.
-    donors: model files of methods with the same `fit` and `save`; one with
-      a matching fingerprint is copied instead of training again.
-    name: label of the progress lines.
-    augment: passed to `method.fit` (see `runner.augmentation`).
-
-  Returns:
-    (model, record) with record = {'fit_s', 'source': 'trained' | 'cache' |
-    donor path}. A cached model is reused when the fingerprints agree on
-    everything but solve settings (`solve` sections, which training does not
-    read); it then carries `config`, the current settings.
-  """
-  fingerprint = _training_view(_as_json(fingerprint))
-  info_path = path[:-len('.msgpack')] + '.json'
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  for source in (path, *donors):
-    info = _read_json(source[:-len('.msgpack')] + '.json')
-    if (os.path.exists(source) and info is not None
-        and _training_view(info.get('fingerprint')) == fingerprint):
-      # Solve settings may differ from the file's: they are the current ones.
-      model = method.load(source)._replace(config=config)
-      if source != path:
-        method.save(path, model)
-        runner.write_json(info_path, dict(info, source=source))
-      logging.info('%s: reusing the model in %s', name, source)
-      return model, {'fit_s': info.get('fit_s'),
-                     'source': 'cache' if source == path else source}
-  digest = hashlib.sha1(json.dumps(fingerprint).encode()).hexdigest()[:10]
-  ckpt_dir = path[:-len('.msgpack')] + f'.ckpt-{digest}'
-  start = time.perf_counter()
-  model = method.fit(key, x, y, config, checkpoint_dir=ckpt_dir,
-                     progress=_progress_logger(name, config.train.epochs,
-                                               config.log_every),
-                     augment=augment)
-  fit_s = time.perf_counter() - start
-  if getattr(model, 'diverged', False):
-    logging.warning('%s: training diverged; last finite parameters kept',
-                    name)
-  method.save(path, model)
-  runner.write_json(info_path, {'fingerprint': fingerprint, 'fit_s': fit_s,
-                                'source': 'trained'})
-  shutil.rmtree(ckpt_dir, ignore_errors=True)  # the model file replaces it
-  return model, {'fit_s': fit_s, 'source': 'trained'}
-
-
-def _training_view(fingerprint: Optional[dict]) -> Optional[dict]:
-  """`fingerprint` without solve settings: its config's `solve` section and
-  the `solve` of every method section (`config.<method>.solve`)."""
-  if not fingerprint or 'config' not in fingerprint:
-    return fingerprint
-  config = {}
-  for k, v in fingerprint['config'].items():
-    if isinstance(v, dict) and 'solve' in v:
-      v = {kk: vv for kk, vv in v.items() if kk != 'solve'}
-      if not v:  # a section of solve settings only
-        continue
-    if k != 'solve':
-      config[k] = v
-  return dict(fingerprint, config=config)
-
-
-def _resim(task: tasks.Task, err: metrics.ResimulationError) -> dict:
-  per = np.asarray(err.per_sample)
-  finite = per[np.isfinite(per)]
-  return {'resimulation_error': float(err.mean),
-          'resimulation_error_median': float(np.median(finite))
-                                       if finite.size else float('nan'),
-          'num_invalid': int(err.num_invalid),
-          'simulator': task.simulator_kind}
-
-
-def protocol_b(task: tasks.Task, method: methods.Method, model,
-               key: jax.Array, target: np.ndarray, num_solutions: int,
-               sampler: str) -> tuple[dict, Any]:
-  """Protocol B at one target: N solutions, their error and diversity.
-
-  Returns:
-    (record of floats, the warm call's Solutions). The solve runs twice with
-    the same key: the first (cold) call includes compilation, the second
-    (warm) one gives the solutions and the time-to-solution figures.
-  """
-  cold = method.solve(model, key, target, num_solutions, sampler)
-  sols = method.solve(model, key, target, num_solutions, sampler)
-  x_b = np.asarray(sols.x).reshape(num_solutions, task.x_dim)
-  b = _resim(task, metrics.protocol_b_error(task.simulate, x_b, target))
-  tts = metrics.TimeToSolution(sols.inference_s, sols.localization_s)
-  b.update(num_solutions=num_solutions, target=target.tolist(),
-           inference_s=tts.inference_s, localization_s=tts.localization_s,
-           total_s=tts.total_s, inference_s_cold=cold.inference_s,
-           localization_s_cold=cold.localization_s,
-           surrogate_error=float(np.mean(sols.surrogate_error)),
-           gradient_steps_per_solution=sols.gradient_steps_per_solution,
-           diversity=float(metrics.diversity(jnp.asarray(x_b[:2000])))
-           if num_solutions > 1 else float('nan'))
-  return b, sols
-
-
-def evaluate(task: tasks.Task, method: methods.Method, model,
-             key: jax.Array, y_heldout: np.ndarray, num_solutions: int,
-             sampler: str) -> tuple[dict, tuple[np.ndarray, np.ndarray]]:
-  """Protocols A and B of one fitted model.
-
-  Args:
-    task: the task (with a simulator).
-    method: the method that fitted `model`.
-    model: the fitted model.
-    key: PRNG key (split into the two protocols' keys).
-    y_heldout: (T, M) protocol-A targets.
-    num_solutions: N, protocol-B solutions for `task.default_target` (and
-      for each of `task.extra_targets`).
-    sampler: latent sampler name.
-
-  Returns:
-    ({'protocol_a': {...}, 'protocol_b': {...}} of floats and ints, plus
-     'protocol_b_extra': [{...} per extra target] when the task has any;
-     (x, x_posterior) of protocol B at the default target, (N, D) each in
-     original units).
-  """
-  key_a, key_b = jax.random.split(key)
-  num_targets = y_heldout.shape[0]
-  sols = method.solve(model, key_a, y_heldout, 1, sampler)
-  x_a = np.asarray(sols.x).reshape(num_targets, task.x_dim)
-  a = _resim(task, metrics.protocol_a_error(task.simulate, x_a, y_heldout))
-  a.update(num_targets=num_targets, inference_s=sols.inference_s,
-           localization_s=sols.localization_s,
-           surrogate_error=float(np.mean(sols.surrogate_error)),
-           gradient_steps_per_solution=sols.gradient_steps_per_solution)
-
-  b, sols = protocol_b(task, method, model, key_b,
-                       np.asarray(task.default_target, np.float32),
-                       num_solutions, sampler)
-  record = {'protocol_a': a, 'protocol_b': b}
-  if task.extra_targets:
-    record['protocol_b_extra'] = [
-        protocol_b(task, method, model, jax.random.fold_in(key_b, i + 1),
-                   np.asarray(t, np.float32), num_solutions, sampler)[0]
-        for i, t in enumerate(task.extra_targets)]
-  x_b = np.asarray(sols.x).reshape(num_solutions, task.x_dim)
-  return record, (x_b, np.asarray(sols.x_posterior).reshape(x_b.shape))
-
-
-def r_t_record(task: tasks.Task, method: methods.Method, model,
-               key: jax.Array, y_targets: np.ndarray, t_max: int,
-               sampler: str) -> dict:
-  """The r_T curve (Ren et al. 2020) of one model on (R, M) targets.
-
-  Each target gets `t_max` proposals in one batched call. A method that
-  localizes through a surrogate (ipage, na) proposes its candidates
-  best-first by the surrogate's error, as NA keeps its best T of many
-  starts; the others (plain samplers, `inn` included) in the order drawn.
-  r_T is the mean over targets of the smallest re-simulation error among
-  the first T.
-
-  Returns:
-    {'t': [T...], 'r_t': [r_T...], 'last': r_T at T = t_max}.
-  """
-  sols = method.solve(model, key, y_targets, t_max, sampler)
-  num_targets = y_targets.shape[0]
-  targets = np.repeat(y_targets, t_max, axis=0)
-  err = metrics.resimulation_error(
-      task.simulate, np.asarray(sols.x).reshape(-1, task.x_dim), targets)
-  err = np.asarray(err.per_sample).reshape(num_targets, t_max)
-  ranking = np.asarray(sols.surrogate_error)
-  if sols.gradient_steps_per_solution > 0:
-    err = np.take_along_axis(err, np.argsort(ranking, axis=1), axis=1)
-  ts = [t for t in R_T_SIZES if t < t_max] + [t_max]
-  values = np.asarray(metrics.r_t_curve(jnp.asarray(err), ts))
-  return {'t': ts, 'r_t': values.tolist(), 'last': float(values[-1])}
-
-
-def steps_record(task: tasks.Task, method: methods.Method, model,
-                 key: jax.Array, config: ml_collections.ConfigDict,
-                 num_solutions: int, sampler: str,
-                 grid: Sequence[int]) -> Optional[dict]:
-  """Protocol-B error against the localization budget (None: no localization).
-
-  For every step count of `grid` the method solves the default target
-  again (`num_solutions` solutions, same key) with `solve.localize_steps`
-  set to it (its learning-rate schedule spans those steps). `total_s` is
-  that one call's wall time, compilation included.
-
-  Returns:
-    {'steps': grid, 'gradient_steps_per_solution': [...],
-     'resimulation_error': [...], 'total_s': [...]}, or None for a method
-    that does not localize.
-  """
-  target = np.asarray(task.default_target, np.float32)
-  out = {'steps': list(grid), 'gradient_steps_per_solution': [],
-         'resimulation_error': [], 'total_s': []}
-  for steps in grid:
-    solve_cfg = ml_collections.ConfigDict(config.solve.to_dict())
-    solve_cfg.localize_steps = int(steps)
-    sols = method.solve(model, key, target, num_solutions, sampler,
-                        solve_config=solve_cfg)
-    if steps > 0 and sols.gradient_steps_per_solution == 0:
-      return None
-    err = metrics.protocol_b_error(task.simulate, np.asarray(sols.x), target)
-    out['gradient_steps_per_solution'].append(
-        sols.gradient_steps_per_solution)
-    out['resimulation_error'].append(float(err.mean))
-    out['total_s'].append(sols.inference_s + sols.localization_s)
-  return out
-
-
-def num_params(model) -> int:
-  """Trainable parameters of a fitted model of any method."""
-  return int(model.num_params)
-
-
-def task_data(task: tasks.Task, config: ml_collections.ConfigDict,
-              key: jax.Array, workdir: str) -> tuple[np.ndarray, np.ndarray]:
-  """The task's data set for one seed (architected: the FEM cache)."""
-  if task.name == architected_script.NAME:
-    path = architected_script.data_cache_path(
-        config, os.path.join(workdir, 'data'))
-    task = architected_script.with_data_cache(task, path)
-  x, y = task.make_dataset(key, config.data_size or None)
-  return data_lib.check_pairs(x, y)
+def run_config(config: ml_collections.ConfigDict, task: str, method: str,
+               seed: int, donors: Sequence[str], settings: Settings
+               ) -> ml_collections.ConfigDict:
+  """The config of one (task, method, seed) run of the benchmark."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.seed = seed
+  c.run.task = task
+  c.run.method = method
+  c.run.num_solutions = settings.num_solutions
+  c.run.reuse_model = True
+  c.run.donors = list(donors)
+  c.evaluate.heldout_targets = settings.num_targets
+  c.evaluate.rt_targets = settings.rt_targets
+  c.evaluate.rt_max = settings.rt_max
+  c.evaluate.steps_grid = tuple(settings.steps_grid)
+  c.evaluate.steps_solutions = settings.steps_solutions
+  if c.run.task == architected_script.NAME:  # one FEM data set for all
+    c.data_cache = architected_script.data_cache_path(
+        c, os.path.join(settings.workdir, 'data'))
+  return c
 
 
 def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
@@ -426,7 +224,7 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
   """Runs every (task, seed, method); writes the results after each run.
 
   Args:
-    jobs: task name -> (Task, config, sampler).
+    jobs: task name -> its config (`--quick` etc. applied).
     method_list: the methods to compare.
     seeds: root seeds.
     settings: workdir and protocol sizes.
@@ -436,7 +234,7 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
   """
   info = dict(dataclasses.asdict(settings), tasks=list(jobs),
               seeds=list(seeds), methods=[m.name for m in method_list])
-  digests = {name: config_digest(job[1]) for name, job in jobs.items()}
+  digests = {name: config_digest(config) for name, config in jobs.items()}
   kept = earlier_runs(settings, digests,
                       {(t, m.name, s) for t in jobs for m in method_list
                        for s in seeds})
@@ -451,71 +249,32 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
   info['seeds'] = sorted(info['seeds'])
   results = {'settings': info, 'runs': list(kept), 'skipped': []}
   runnable = {}
-  for name, job in jobs.items():
-    if job[0].simulate is None:
+  for name, config in jobs.items():
+    if tasks.get(name).simulate is None:
       results['skipped'].append({'task': name, 'reason': 'no simulator'})
       logging.warning('Skipping %s: it has no simulator', name)
     else:
-      runnable[name] = job
-  task_map = {n: runnable[n][0] if n in runnable else tasks.get(n)
-              for n in info['tasks'] if n in runnable or n not in jobs}
+      runnable[name] = config
+  task_map = {n: tasks.get(n) for n in info['tasks']
+              if n in runnable or n not in jobs}
   total = len(runnable) * len(seeds) * len(method_list)
   count = 0
-  for name, (task, config, sampler) in runnable.items():
+  for name, config in runnable.items():
+    hooks = train.Hooks(prepare=script_hooks(name).prepare)
     for seed in seeds:
-      key_data, key_split, key_fit, key_eval = jax.random.split(
-          jax.random.PRNGKey(seed), 4)
-      x, y = task_data(task, config, key_data, settings.workdir)
-      train, held = holdout_split(key_split, x.shape[0],
-                                  settings.num_targets)
-      fingerprint = {'config': result_settings(config),
-                     'data': list(x.shape), 'data_seed': seed,
-                     'heldout': len(held)}
-      config_s = ml_collections.ConfigDict(config.to_dict())
-      config_s.seed = seed
       for method in method_list:
         count += 1
-        label = f'[{count}/{total}] {name}/{method.name}/seed{seed}'
-        logging.info('%s: %d training rows, %d held-out targets', label,
-                     len(train), len(held))
-        path = model_path(settings.workdir, name, method.name, seed)
+        logging.info('[%d/%d] %s/%s/seed%d', count, total, name,
+                     method.name, seed)
         donors = [model_path(settings.workdir, name, m.name, seed)
                   for m in method_list if m.name != method.name
-                  and m.fit is method.fit and m.save is method.save]
-        model, fit = fit_cached(method, key_fit, x[train], y[train],
-                                config_s, path, fingerprint, donors=donors,
-                                name=label,
-                                augment=runner.augmentation(task, config_s))
-        run = {'task': name, 'method': method.name, 'seed': seed,
-               'sampler': sampler, 'train_rows': len(train),
-               'config_digest': digests[name], **fit}
-        key_protocols, key_rt, key_steps = jax.random.split(key_eval, 3)
-        start = time.perf_counter()
-        record, (x_b, x_b_posterior) = evaluate(
-            task, method, model, key_protocols, y[held],
-            settings.num_solutions, sampler)
-        logging.info('%s: protocols A (%d targets) and B (%d solutions) '
-                     'evaluated (%.0f s)', label, len(held),
-                     settings.num_solutions, time.perf_counter() - start)
-        run.update(record)
-        path = solutions_path(settings.workdir, name, method.name, seed)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        runner.write_npz(path, x=x_b, x_posterior=x_b_posterior)
-        run['num_params'] = num_params(model)
-        if settings.rt_targets:
-          start = time.perf_counter()
-          run['r_t'] = r_t_record(task, method, model, key_rt,
-                                  y[held][:settings.rt_targets],
-                                  settings.rt_max, sampler)
-          logging.info('%s: r_T over %d targets (%.0f s)', label,
-                       settings.rt_targets, time.perf_counter() - start)
-        if settings.steps_grid:
-          curve = steps_record(task, method, model, key_steps, config_s,
-                               settings.steps_solutions, sampler,
-                               settings.steps_grid)
-          if curve is not None:
-            run['steps_curve'] = curve
-        logging.info('%s: Q_A = %.3g, Q_B = %.3g, time %.3g s', label,
+                  and m.fit is method.fit]
+        run = train.train_and_evaluate(
+            run_config(config, name, method.name, seed, donors, settings),
+            run_dir(settings.workdir, name, method.name, seed), hooks)
+        run['config_digest'] = digests[name]
+        logging.info('[%d/%d] %s/%s/seed%d: Q_A = %.3g, Q_B = %.3g, time '
+                     '%.3g s', count, total, name, method.name, seed,
                      run['protocol_a']['resimulation_error'],
                      run['protocol_b']['resimulation_error'],
                      run['protocol_b']['total_s'])
@@ -526,15 +285,15 @@ def run_benchmark(jobs: dict, method_list: Sequence[methods.Method],
   return results
 
 
-def result_settings(config: ml_collections.ConfigDict) -> dict:
-  """The settings that determine results: all but `parallel` (where the
-  work runs changes nothing but float rounding)."""
-  return {k: v for k, v in config.to_dict().items() if k != 'parallel'}
+def script_hooks(task_name: str) -> train.Hooks:
+  """The `HOOKS` of the task's script (`experiments/<task>.py`)."""
+  return importlib.import_module(f'experiments.{task_name}').HOOKS
 
 
 def config_digest(config: ml_collections.ConfigDict) -> str:
   """A short hash of a task's settings (runs with equal digests compare)."""
-  text = json.dumps(_as_json(result_settings(config)), sort_keys=True)
+  text = json.dumps(train.as_json(train.result_settings(config)),
+                    sort_keys=True)
   return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -546,10 +305,15 @@ def earlier_runs(settings: Settings, digests: dict, redo: set) -> list:
   one of the (task, method, seed) runs of this invocation (`redo`), so
   `--seeds=0` then `--seeds=1` give a table over both seeds.
   """
-  old = _read_json(os.path.join(settings.workdir, 'results.json'))
+  old = train.read_json(os.path.join(settings.workdir, 'results.json'))
   if not old:
     return []
-  mine = _as_json(dataclasses.asdict(settings))
+  if not (isinstance(old, dict) and isinstance(old.get('settings'), dict)
+          and isinstance(old.get('runs'), list)):
+    raise runner.UsageError(
+        f'{settings.workdir}/results.json is not a results file of '
+        'experiments.benchmark; move it away or use another --workdir')
+  mine = train.as_json(dataclasses.asdict(settings))
   theirs = {k: old['settings'].get(k) for k in mine}
   if theirs != mine:
     logging.info('Earlier results in %s used other protocol settings; '
@@ -571,19 +335,23 @@ def _value(run: dict, key: str):
   return value
 
 
-def format_cell(values: Sequence[float], num_seeds: int = 0) -> str:
+def format_cell(values: Sequence[float], num_seeds: int = 0,
+                count: bool = False) -> str:
   """'mean ± std' (sample std, scientific); one value: just it; none: '–'.
 
   A cell over fewer values than `num_seeds` (the seeds of the whole table)
-  says how many it has, e.g. '1.00e-03 ± 2.0e-04 (n = 2)'.
+  says how many it has, e.g. '1.00e-03 ± 2.0e-04 (n = 2)'. `count`: the
+  values are counts, written with one decimal ('8.5 ± 0.7').
   """
   values = np.asarray(values, float)
   if values.size == 0:
     return '–'
+  mean_fmt, std_fmt = ('.1f', '.1f') if count else ('.2e', '.1e')
   if values.size == 1:
-    cell = f'{values[0]:.2e}'
+    cell = f'{values[0]:{"g" if count else mean_fmt}}'
   else:
-    cell = f'{np.mean(values):.2e} ± {np.std(values, ddof=1):.1e}'
+    cell = (f'{np.mean(values):{mean_fmt}} ± '
+            f'{np.std(values, ddof=1):{std_fmt}}')
   if values.size < num_seeds:
     cell += f' (n = {values.size})'
   return cell
@@ -619,7 +387,8 @@ def format_table(runs: Sequence[dict], key: str,
   for m in method_names:
     cells = [format_cell([v for r in runs
                           if r['method'] == m and r['task'] == t.name
-                          and (v := _value(r, key)) is not None], num_seeds)
+                          and (v := _value(r, key)) is not None], num_seeds,
+                         count=key in COUNTS)
              for t in task_list]
     lines.append(f'| {m} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
@@ -664,8 +433,11 @@ def format_report(results: dict, task_list: Sequence[tasks.Task]) -> str:
          'deviation over the seeds (one seed: the value); "(n = k)": a '
          'cell over fewer seeds, k of them.', '']
   for key, title in TABLES:
-    out += [f'## {title}', '', format_table(runs, key, task_list,
-                                            method_names), '']
+    columns = [t for t in task_list if any(
+        r['task'] == t.name and _value(r, key) is not None for r in runs)]
+    if columns:  # e.g. no posterior columns in results of earlier versions
+      out += [f'## {title}', '', format_table(runs, key, columns,
+                                              method_names), '']
   extra = format_extra_targets_table(runs, task_list, method_names)
   if extra:
     out += ['## Table 3, further targets: re-simulation error, protocol B',
@@ -798,17 +570,12 @@ def time_figure(results: dict, task_list: Sequence[tasks.Task]):
       times, title=f'Time to {n} solutions (protocol B, mean over seeds)')
 
 
-def solutions_path(workdir: str, task: str, method: str, seed: int) -> str:
-  """Protocol-B solutions of one run (npz: x, x_posterior)."""
-  return os.path.join(workdir, 'solutions', task, f'{method}_seed{seed}.npz')
-
-
 def _lowest_seed_solutions(workdir: str, task: str, method: str):
-  folder = os.path.join(workdir, 'solutions', task)
-  prefix = f'{method}_seed'
-  seeds = sorted(int(f[len(prefix):-4]) for f in
+  folder = os.path.dirname(run_dir(workdir, task, method, 0))
+  seeds = sorted(int(f[len('seed'):]) for f in
                  (os.listdir(folder) if os.path.isdir(folder) else [])
-                 if f.startswith(prefix) and f.endswith('.npz'))
+                 if f.startswith('seed') and os.path.exists(
+                     solutions_path(workdir, task, method, int(f[4:]))))
   if not seeds:
     return None
   with np.load(solutions_path(workdir, task, method, seeds[0])) as f:
@@ -866,9 +633,9 @@ def solutions_figure(workdir: str, task: tasks.Task,
 def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   """results.json, results.md and time_to_solution.png (atomically)."""
   os.makedirs(workdir, exist_ok=True)
-  runner.write_json(os.path.join(workdir, 'results.json'), results)
+  train.write_json(os.path.join(workdir, 'results.json'), results)
   task_list = list(task_map.values())
-  runner.write_atomic(os.path.join(workdir, 'results.md'),
+  checkpoint.write_atomic(os.path.join(workdir, 'results.md'),
                       format_report(results, task_list).encode())
   if task_list:
     figures = {f'solutions_{t.name}.png': solutions_figure(
@@ -902,7 +669,8 @@ def resolve_jobs() -> tuple[dict, list, list, Settings]:
   if not FLAGS.tasks or len(set(FLAGS.tasks)) != len(FLAGS.tasks):
     raise runner.UsageError(f'--tasks must be distinct names, got '
                             f'{FLAGS.tasks}')
-  num_targets, num_solutions = FLAGS.num_targets, FLAGS.num_solutions
+  num_targets = FLAGS.num_targets
+  num_solutions = FLAGS.num_solutions or NUM_SOLUTIONS
   if FLAGS.quick:
     if not FLAGS['num_targets'].present:
       num_targets = QUICK_SIZE
@@ -912,11 +680,10 @@ def resolve_jobs() -> tuple[dict, list, list, Settings]:
     raise runner.UsageError(f'--num_targets must be >= 1, got {num_targets}')
   jobs = {}
   for name in FLAGS.tasks:
-    try:
-      run = runner.resolve(name)  # the task's config, --quick / --epochs
+    try:  # the task's config, --quick / --epochs / --sampler
+      jobs[name] = runner.resolve_config(name)
     except ImportError as e:
       raise runner.UsageError(f'task {name!r} is not available: {e}')
-    jobs[name] = (run.task, run.config, run.sampler)
   rt_targets, rt_max = FLAGS.rt_targets, FLAGS.rt_max
   if FLAGS.quick:
     if not FLAGS['rt_targets'].present:
@@ -940,6 +707,10 @@ def resolve_jobs() -> tuple[dict, list, list, Settings]:
                             f'{FLAGS.steps_solutions}')
   settings = Settings(FLAGS.workdir, num_targets, num_solutions, rt_targets,
                       rt_max, steps_grid, FLAGS.steps_solutions)
+  for name, config in jobs.items():  # every run's settings, before any run
+    for method in method_list:
+      train.check(run_config(config, name, method.name, seeds[0], (),
+                             settings), FLAGS.workdir)
   return jobs, method_list, seeds, settings
 
 

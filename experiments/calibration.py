@@ -1,8 +1,8 @@
 r"""Calibration of sampled posteriors: SBC ranks and expected coverage.
 
   python -m experiments.calibration --task sinewave --workdir runs/calib \
-      --model inn=runs/sinewave/model.msgpack \
-      --model cinn=runs/sinewave_cinn/model.msgpack
+      --model inn=runs/sinewave/model \
+      --model cinn=runs/sinewave_cinn/model
 
 For T held-out pairs (x_t, y_t) drawn from the task's data generator (a seed
 no training run uses), each model draws L posterior samples for y_t without
@@ -102,7 +102,7 @@ def main(argv):
   posteriors = {}
   for name, path in models.items():
     method = methods.get(name)
-    model = method.load(path)
+    model = methods.load_model(path, name)
     logging.info('%s: %d x %d posterior samples', name, len(y),
                  _SAMPLES.value)
     sols = method.solve(model, key, y, _SAMPLES.value, _SAMPLER.value,

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import train
 from ipage_jax.tasks import architected
 from ipage_jax.tasks import homogenization
 
@@ -93,20 +94,9 @@ def main(argv):
     raise SystemExit(2) from e
 
   start = time.perf_counter()
-  first = []  # (time, cells) after the first batch, which includes compiling
-
-  def progress(done, total):
-    now = time.perf_counter()
-    if not first:
-      first.append((now, done))
-      rate = done / (now - start)
-    else:
-      rate = (done - first[0][1]) / (now - first[0][0])
-    logging.info('%d / %d cells, %.1f cells/s, %.0f s left',
-                 done, total, rate, (total - done) / rate)
-
   x, y = architected.make_dataset(
-      key, _NUM.value, batch_size=_BATCH.value, progress=progress,
+      key, _NUM.value, batch_size=_BATCH.value,
+      progress=train.count_logger('FEM', 'cells', every_s=0.0),
       pattern=_PATTERN.value, mirror=_MIRROR.value)
   architected.save_dataset(
       _OUT.value, x, y, seed=_SEED.value, pattern=_PATTERN.value,

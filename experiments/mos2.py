@@ -1,4 +1,4 @@
-r"""MoS2 band-gap inverse design on real DFT data (SPEC section 4, mos2).
+r"""MoS2 band-gap inverse design on real DFT data (Fung et al. 2021).
 
   python -m experiments.mos2 --workdir runs/mos2 [--target 0.5]
 
@@ -7,7 +7,8 @@ Re-simulation is against an oracle (an MLP ensemble trained on all DFT rows;
 error, otherwise the first run trains it), so every re-simulation figure is
 labelled "vs oracle" and reported with the oracle's held-out error. Targets
 below 0 or above the data's largest gap are refused; a target with few DFT
-rows nearby gets a warning.
+rows nearby gets a warning. `--help` lists the flags and the config fields
+behind them.
 """
 
 import os
@@ -16,6 +17,7 @@ from absl import app
 import numpy as np
 
 from experiments import runner
+from experiments import train
 from ipage_jax import plotting
 from ipage_jax.tasks import mos2
 
@@ -36,6 +38,7 @@ def report(run, model, sols, key) -> dict:
   return out
 
 
+HOOKS = train.Hooks(report=report, check_targets=mos2.check_target)
+
 if __name__ == '__main__':
-  app.run(runner.make_main('mos2', report=report,
-                           check_targets=mos2.check_target))
+  app.run(runner.make_main('mos2', HOOKS))

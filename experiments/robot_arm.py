@@ -3,7 +3,8 @@ r"""Robot arm benchmark: reach a target end point with a planar 3-link arm.
   python -m experiments.robot_arm --workdir runs/robot_arm
   python -m experiments.robot_arm --workdir runs/robot_arm --target 1.2,0.5
 
-Besides the shared runner's outputs it draws the solutions as arm
+Besides the shared runner's outputs (see `--help` for the flags and the
+config fields behind them) it draws the solutions as arm
 configurations reaching the target (`robot_arm_solutions.png`: posterior
 samples before localization next to the localized solutions) and the
 training curves (`training_curves.png`). With a target file the figure shows
@@ -16,6 +17,7 @@ from absl import app
 import numpy as np
 
 from experiments import runner
+from experiments import train
 from ipage_jax import plotting
 from ipage_jax.tasks import robot_arm
 
@@ -44,5 +46,7 @@ def report(run, model, sols, key) -> dict:
   return {'figure': FIGURE}
 
 
+HOOKS = train.Hooks(report=report)
+
 if __name__ == '__main__':
-  app.run(runner.make_main('robot_arm', report=report))
+  app.run(runner.make_main('robot_arm', HOOKS))

@@ -5,8 +5,8 @@ r"""Phase-3 ablation: one cached model, several solve settings, protocol B.
       --setting 'clip_to_box=False oversample=1 localize_steps=500' \
       --setting 'clip_to_box=True oversample=10 localize_steps=0'
 
-Loads `workdir/models/<task>/<method>/seed<s>.msgpack` (as
-`experiments.benchmark` caches them), and for every `--setting` (space-
+Loads `workdir/runs/<task>/<method>/seed<s>/model` (as
+`experiments.benchmark` writes them), and for every `--setting` (space-
 separated `key=value` overrides of the task config's `solve` section, values
 as Python literals) solves for the task's default and extra targets (or
 `--targets`) with the key `PRNGKey(seed)`, re-simulates the solutions with
@@ -27,6 +27,7 @@ import numpy as np
 
 from experiments import benchmark
 from experiments import runner
+from ipage_jax import checkpoint
 from ipage_jax import methods
 from ipage_jax import tasks
 
@@ -66,11 +67,11 @@ def ablation_table(workdir, task_name, method_name, seeds, settings,
       f'experiments.configs.{task_name}').get_config().solve
   models = {}
   for seed in seeds:
-    path = benchmark.model_path(workdir, task_name, method_name, seed)
-    if not os.path.exists(path):
-      raise runner.UsageError(f'no cached model {path}; run '
+    path = benchmark.find_model(workdir, task_name, method_name, seed)
+    if path is None:
+      raise runner.UsageError(f'no model of seed {seed} in {workdir}; run '
                               'experiments.benchmark first')
-    models[seed] = method.load(path)
+    models[seed] = methods.load_model(path, method.name)
   header = ['solve setting'] + [f'y* = {t:g}' for t in targets]
   rows = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
   for text in settings:
@@ -116,7 +117,7 @@ def main(argv):
   print(table)
   path = os.path.join(FLAGS.workdir,
                       f'solve_ablation_{task.name}_{FLAGS.methods[0]}.md')
-  runner.write_atomic(path, (table + '\n').encode())
+  checkpoint.write_atomic(path, (table + '\n').encode())
 
 
 if __name__ == '__main__':

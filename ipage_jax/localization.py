@@ -44,6 +44,9 @@ ArrayLike = Union[jax.Array, np.ndarray, float]
 ForwardFn = Callable[[Array], Array]
 ApplyFn = Callable[[Any, Array], Array]
 Bounds = tuple[ArrayLike, ArrayLike]
+# progress(steps done, steps) on the host, from inside the compiled loop.
+Progress = Callable[[int, int], None]
+PROGRESS_UPDATES = 10
 
 
 class LocalizeResult(NamedTuple):
@@ -109,6 +112,7 @@ def make_localizer(
     tol: Optional[float] = None,
     trace: bool = False,
     unroll: Union[int, bool] = 1,
+    progress: Optional[Progress] = None,
 ) -> Callable[[Any, ArrayLike, ArrayLike], LocalizeResult]:
   """Binds the settings of a batched Adam localization; returns a function.
 
@@ -138,6 +142,11 @@ def make_localizer(
       exactly `steps` updates with `lax.scan`.
     trace: also return the mean surrogate loss per step.
     unroll: `lax.scan` unroll factor (no effect with `tol`).
+    progress: a host function `progress(done, steps)`, called from the
+      compiled loop (`jax.debug.callback`) at step 0 and then about
+      PROGRESS_UPDATES times, e.g. to log an ETA; it does not change the
+      designs. Part of the compiled program: pass the same object to reuse
+      a compiled localizer.
 
   Returns:
     A jitted `localizer(params, x0 (n, D), y_target (M,) or (n, M)) ->
@@ -148,7 +157,7 @@ def make_localizer(
     (e.g. `.compile()` ahead of time, or `.cost_analysis()`).
   """
   settings = _settings(steps, learning_rate, bounds, boundary_weight, tol,
-                       trace, unroll)
+                       trace, unroll, progress)
 
   @jax.jit
   def run(params, x0, y_target):
@@ -177,6 +186,7 @@ def localize(
     tol: Optional[float] = None,
     trace: bool = False,
     unroll: Union[int, bool] = 1,
+    progress: Optional[Progress] = None,
 ) -> LocalizeResult:
   """Localizes every row of x0 towards y_target by batched Adam.
 
@@ -189,8 +199,8 @@ def localize(
     forward_fn: `(n, D) -> (n, M)` differentiable forward model.
     x0: (n, D) starting designs.
     y_target: (M,) one target for all rows, or (n, M) one per row.
-    steps, learning_rate, bounds, boundary_weight, tol, trace, unroll: see
-      `make_localizer`.
+    steps, learning_rate, bounds, boundary_weight, tol, trace, unroll,
+      progress: see `make_localizer`.
 
   Returns:
     A `LocalizeResult`.
@@ -201,7 +211,7 @@ def localize(
       settings.
   """
   settings = _settings(steps, learning_rate, bounds, boundary_weight, tol,
-                       trace, unroll)
+                       trace, unroll, progress)
   _check_finite(x0=x0, y_target=y_target)
   apply_fn = lambda _, x: forward_fn(x)
   x0, y = _prepare(apply_fn, None, x0, y_target, settings['bounds'])
@@ -227,7 +237,7 @@ def _check_finite(**arrays: ArrayLike) -> None:
 
 
 def _settings(steps, learning_rate, bounds, boundary_weight, tol, trace,
-              unroll) -> dict[str, Any]:
+              unroll, progress) -> dict[str, Any]:
   """Checks the hyperparameters; returns them as keyword arguments."""
   if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
     raise ValueError(f'steps must be an int, got {steps!r}')
@@ -242,6 +252,8 @@ def _settings(steps, learning_rate, bounds, boundary_weight, tol, trace,
     raise ValueError(f'boundary_weight must be >= 0, got {boundary_weight!r}')
   if tol is not None and not float(tol) > 0:
     raise ValueError(f'tol must be > 0 or None, got {tol!r}')
+  if progress is not None and not callable(progress):
+    raise ValueError(f'progress must be callable or None, got {progress!r}')
   if bounds is not None:
     if not isinstance(bounds, (tuple, list)) or len(bounds) != 2:
       raise ValueError(f'bounds must be a pair (lower, upper), got {bounds!r}')
@@ -255,7 +267,7 @@ def _settings(steps, learning_rate, bounds, boundary_weight, tol, trace,
   return dict(steps=int(steps), learning_rate=learning_rate, bounds=bounds,
               boundary_weight=float(boundary_weight),
               tol=None if tol is None else float(tol), trace=bool(trace),
-              unroll=unroll)
+              unroll=unroll, progress=progress)
 
 
 def _prepare(apply_fn: ApplyFn, params: Any, x0: ArrayLike,
@@ -296,7 +308,7 @@ def _prepare(apply_fn: ApplyFn, params: Any, x0: ArrayLike,
 def _localize(apply_fn: ApplyFn, params: Any, x0: Array, y: Array, *,
               steps: int, learning_rate, bounds: Optional[Bounds],
               boundary_weight: float, tol: Optional[float], trace: bool,
-              unroll) -> LocalizeResult:
+              unroll, progress: Optional[Progress]) -> LocalizeResult:
   """Runs Adam on all rows; shapes already checked (x0 (n, D), y (n, M))."""
   if bounds is not None:
     lower = jnp.asarray(bounds[0], x0.dtype)
@@ -320,26 +332,41 @@ def _localize(apply_fn: ApplyFn, params: Any, x0: Array, y: Array, *,
   opt_state = opt.init(x0)
 
   if tol is None:
-    def body(carry, _):
+    def body(carry, done):
       x, state = carry
       grads, (sq_err, _) = grad_fn(x)
       updates, state = opt.update(grads, state, x)
       x = optax.apply_updates(x, updates)
+      if progress is not None:
+        _report(progress, done, steps)
       return (x, state), (jnp.mean(sq_err) if trace else None)
 
-    (x, _), mean_loss = jax.lax.scan(body, (x0, opt_state), length=steps,
-                                     unroll=unroll)
+    if progress is not None:
+      _report(progress, jnp.asarray(0, jnp.int32), steps)
+    done = None if progress is None else jnp.arange(1, steps + 1)
+    (x, _), mean_loss = jax.lax.scan(body, (x0, opt_state), done,
+                                     length=steps, unroll=unroll)
     taken = jnp.asarray(steps, jnp.int32)
   else:
     x, taken, mean_loss = _while(grad_fn, opt, x0, opt_state, steps, tol,
-                                 trace)
+                                 trace, progress)
 
   sq_err, bd = terms(x)
   return LocalizeResult(x=x, loss=sq_err, boundary=bd, steps=taken,
                         trace=mean_loss if trace else None)
 
 
-def _while(grad_fn, opt, x0, opt_state, steps, tol, trace):
+def _report(progress: Progress, done: Array, steps: int) -> None:
+  """Calls `progress(done, steps)` on the host at step 0, every
+  steps // PROGRESS_UPDATES steps and at the last one."""
+  every = max(steps // PROGRESS_UPDATES, 1)
+  jax.lax.cond((done % every == 0) | (done == steps),
+               lambda: jax.debug.callback(
+                   lambda d: progress(int(d), steps), done),
+               lambda: None)
+
+
+def _while(grad_fn, opt, x0, opt_state, steps, tol, trace, progress):
   """Adam with per-row freezing below `tol`; stops when all rows froze."""
   n = x0.shape[0]
   dtype = x0.dtype
@@ -370,8 +397,12 @@ def _while(grad_fn, opt, x0, opt_state, steps, tol, trace):
       mean_loss = mean_loss.at[k].set(
           jnp.where(done, mean_loss[k], jnp.mean(sq_err)))
     k = k + jnp.where(done, 0, 1).astype(k.dtype)
+    if progress is not None:
+      _report(progress, k, steps)
     return k, x, state, done, mean_loss
 
+  if progress is not None:
+    _report(progress, jnp.asarray(0, jnp.int32), steps)
   carry = (jnp.asarray(0, jnp.int32), x0, opt_state, jnp.asarray(steps == 0),
            trace0)
   taken, x, _, _, mean_loss = jax.lax.while_loop(cond, body, carry)

@@ -1,4 +1,4 @@
-"""Losses of the bi-directional INN training (SPEC section 2.1).
+"""Losses of the bi-directional INN training (the paper's eqs. 2-4, 12-13).
 
 All losses take standardized data and return scalars. Kernel widths are in
 the units of the standardized data.

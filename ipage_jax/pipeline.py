@@ -4,6 +4,10 @@
   sols = solve(model, key, y_target, num_solutions=1000)
   sols.x                                          # (N, D) original units
 
+iPage's own parts live here: the settings, the INN x -> [y, z] and its
+bi-directional objective, posterior sampling f^-1([y*, z]) and the
+surrogate f_y. The phases they plug into are shared with the baselines:
+`training.fit_model`, `solving.solve` (draw, `localization`, `ranking`).
 Standardization of x and y is fitted on the training split and lives in the
 model; every array that goes in or comes out is in the data's own units.
 """
@@ -11,32 +15,30 @@ model; every array that goes in or comes out is in the data's own units.
 from __future__ import annotations
 
 import functools
-import time
 import warnings
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
-from ipage_jax import checkpoint
 from ipage_jax import data as data_lib
 from ipage_jax import flows
 from ipage_jax import image_flows
-from ipage_jax import localization
 from ipage_jax import losses
-from ipage_jax import parallel as parallel_lib
+from ipage_jax import model as model_lib
 from ipage_jax import sampling
 from ipage_jax import schedules
+from ipage_jax import solving
 from ipage_jax import training
 
 Array = jax.Array
+NAME = 'ipage'
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Default iPage settings (SPEC section 7, sinewave column)."""
+  """Default iPage settings (the paper's Table 5, sinewave column)."""
   c = ml_collections.ConfigDict()
   c.seed = 0  # root seed of a run (scripts); `fit` itself takes a key
 
@@ -110,16 +112,11 @@ def default_config() -> ml_collections.ConfigDict:
   # whose simulator clips them anyway (architected densities in [0, 1]), the
   # surrogate then ranks the designs that are really simulated.
   c.solve.clip_to_box = False
-  # How solve picks the N kept of the oversampled candidates: 'surrogate'
-  # (lowest surrogate error), 'typicality' or 'diversity'. The last two
-  # choose among the accepted candidates, those on the level set (surrogate
-  # error <= accept_error in standardized y units) and inside the box of
-  # the boundary penalty, and rank the rest by surrogate error after them.
-  # 'typicality' keeps the accepted with the smallest latent norm
-  # ||f_z(x)||^2 under the final INN: designs typical of the training data,
-  # where the surrogate is trustworthy (methods without an INN latent fall
-  # back to 'surrogate'). 'diversity' keeps a greedy farthest-point subset
-  # of the accepted in standardized x: the most spread-out designs.
+  # How solve picks the N kept of the oversampled candidates, one of
+  # ipage_jax.ranking.NAMES: 'surrogate' (lowest surrogate error),
+  # 'typicality' (the accepted ones, on the level set within accept_error in
+  # standardized y units and inside the box, with the smallest latent norm)
+  # or 'diversity' (a spread-out subset of the accepted ones).
   c.solve.rank_by = 'surrogate'
   c.solve.accept_error = 1e-4
   # rank_by='diversity' with more than one solution per target: draw at
@@ -137,70 +134,18 @@ def default_config() -> ml_collections.ConfigDict:
   return c
 
 
-class Model(NamedTuple):
-  """A fitted iPage model.
+def with_defaults(saved: dict) -> ml_collections.ConfigDict:
+  """`saved` (a config dict) over `default_config()`: the fields added
+  since an old model file was written get their defaults."""
 
-  Attributes:
-    inn: the network (a Flax module; parameters below).
-    params: final parameters, used for sampling f^-1([y*, z]).
-    surrogate_params: lowest-validation-L_y parameters, the surrogate f_y
-      used by localization.
-    x_scaler / y_scaler: standardization fitted on the training split.
-    x_range: (lower (D,), upper (D,)) box of the training designs.
-    y_range: (lower (M,), upper (M,)) range of the training properties.
-    config: the resolved configuration.
-    history: per-epoch training metrics (name -> (epochs,)).
-    diverged: training stopped early on a non-finite loss.
-  """
-  inn: flows.INN
-  params: Any
-  surrogate_params: Any
-  x_scaler: data_lib.Standardizer
-  y_scaler: data_lib.Standardizer
-  x_range: tuple[np.ndarray, np.ndarray]
-  y_range: tuple[np.ndarray, np.ndarray]
-  config: ml_collections.ConfigDict
-  history: dict
-  diverged: bool = False
+  def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+      out[k] = (merge(base[k], v) if isinstance(v, dict)
+                and isinstance(base.get(k), dict) else v)
+    return out
 
-  @property
-  def num_params(self) -> int:
-    """Trainable scalars of the INN."""
-    return flows.num_params(self.params)
-
-  def surrogate(self, x: Array) -> Array:
-    """f_y in original units: (n, D) designs -> (n, M) properties."""
-    x_std = self.x_scaler.forward(x)
-    return self.y_scaler.inverse(
-        _forward_y(self.inn, self.surrogate_params, x_std))
-
-
-class Solutions(NamedTuple):
-  """Output of `solve`; leading shape (N,) for one target, (T, N) for many.
-
-  Attributes:
-    x: (..., N, D) localized designs, original units.
-    x_posterior: (..., N, D) posterior samples before localization.
-    y_surrogate: (..., N, M) surrogate prediction at `x`.
-    surrogate_error: (..., N) ||f_y(x) - y*||^2, original units.
-    y_target: (..., M) the targets.
-    inference_s: seconds spent sampling the posterior (incl. compile).
-    localization_s: seconds spent in localization (incl. compile).
-    gradient_steps_per_solution: surrogate gradient evaluations (forward +
-      backward) spent per returned solution, oversampling included.
-  """
-  x: np.ndarray
-  x_posterior: np.ndarray
-  y_surrogate: np.ndarray
-  surrogate_error: np.ndarray
-  y_target: np.ndarray
-  inference_s: float
-  localization_s: float
-  gradient_steps_per_solution: float = 0.0
-
-
-def _forward_y(inn: flows.INN, params, x_std: Array) -> Array:
-  return inn.split_output(inn.apply(params, inn.pad_x(x_std))[0])[0]
+  return ml_collections.ConfigDict(merge(default_config().to_dict(), saved))
 
 
 LAYOUTS = ('padded', 'full')
@@ -265,132 +210,18 @@ def _image_inn(m: ml_collections.ConfigDict, x_dim: int, y_dim: int):
       dense_depth=m.depth, activation=m.activation, clamp=m.clamp)
 
 
-def make_optimizer(train_cfg: ml_collections.ConfigDict,
-                   total_steps: int) -> optax.GradientTransformation:
-  """Adam(W) with exponential learning-rate decay and gradient clipping."""
-  lr = schedules.exponential_learning_rate(
-      train_cfg.learning_rate, train_cfg.final_learning_rate, total_steps)
-  parts = []
-  if train_cfg.grad_clip > 0:
-    parts.append(optax.clip_by_global_norm(train_cfg.grad_clip))
-  parts.append(optax.adamw(lr, weight_decay=train_cfg.weight_decay))
-  return optax.chain(*parts)
-
-
-class Fitted(NamedTuple):
-  """What `fit_standardized` returns (every method's trained state).
-
-  Attributes:
-    params: final parameters.
-    best_params: parameters with the lowest validation loss.
-    x_scaler / y_scaler: standardization fitted on the training split.
-    x_range / y_range: (lower, upper) boxes of the training rows.
-    history: per-epoch metrics, name -> (epochs,).
-    diverged: training stopped early on a non-finite loss.
-  """
-  params: Any
-  best_params: Any
-  x_scaler: data_lib.Standardizer
-  y_scaler: data_lib.Standardizer
-  x_range: tuple[np.ndarray, np.ndarray]
-  y_range: tuple[np.ndarray, np.ndarray]
-  history: dict
-  diverged: bool
-
-
-# augment(key, x (b, D)) -> (b, D): a random symmetry of the designs.
-Augment = Callable[[Array, Array], Array]
-
-
-def fit_standardized(key: Array, x, y, train_cfg: ml_collections.ConfigDict,
-                     *, init_fn: Callable[[Array], Any],
-                     make_loss: Callable[[int], training.LossFn],
-                     val_fn: training.ValFn, fingerprint: Any,
-                     checkpoint_dir: Optional[str] = None,
-                     progress: Optional[training.Progress] = None,
-                     parallel: Optional[ml_collections.ConfigDict] = None,
-                     augment: Optional[Augment] = None) -> Fitted:
-  """The data handling and training loop that every method shares.
-
-  Checks the pairs, splits off `train_cfg.val_fraction` for validation,
-  standardizes x and y on the training split and trains with
-  `make_optimizer(train_cfg)` in the generic loop of `training.train`.
-
-  Args:
-    key: PRNG key (split into split / init / train keys).
-    x: (n, D) designs, original units.
-    y: (n, M) properties, original units.
-    train_cfg: epochs, batch_size, learning rates, clipping, val_fraction,
-      checkpoint_every (see `default_config().train`).
-    init_fn: key -> initial parameters.
-    make_loss: total optimizer steps -> `loss_fn(params, x, y, key, step)`
-      on standardized data.
-    val_fn: `(params, x_val, y_val) -> scalar` validation loss.
-    fingerprint: JSON-able description of what determines the parameters;
-      a checkpoint with another fingerprint is refused.
-    checkpoint_dir: save every `train_cfg.checkpoint_every` epochs there and
-      resume from it.
-    progress: `progress(epoch, metrics)` after every epoch.
-    parallel: a `default_config().parallel` section; with num_devices != 1
-      the batches are split over that many devices (None: one device).
-    augment: `(key, x (b, D)) -> (b, D)` in original units, a random
-      symmetry applied to every training minibatch (e.g. `Task.augment`);
-      None: off.
-
-  Returns:
-    Fitted (parameters on the default device, whatever the mesh). When
-    training diverged a RuntimeWarning says so and the
-    parameters are the last finite ones.
-  """
-  x, y = data_lib.check_pairs(x, y)
-  t = train_cfg
-  key_split, key_init, key_train = jax.random.split(key, 3)
-  train_idx, val_idx = data_lib.train_val_split(key_split, x.shape[0],
-                                                t.val_fraction)
-  if t.val_fraction == 0:
-    val_idx = train_idx
-  x_scaler = data_lib.Standardizer.fit(x[train_idx])
-  y_scaler = data_lib.Standardizer.fit(y[train_idx])
-  xs, ys = x_scaler.forward(jnp.asarray(x)), y_scaler.forward(jnp.asarray(y))
-  steps_per_epoch = len(train_idx) // t.batch_size
-  if steps_per_epoch == 0:
-    raise ValueError(f'{len(train_idx)} training rows are too few for one '
-                     f'batch of {t.batch_size}')
-  total_steps = max(t.epochs * steps_per_epoch, 2)
-  augment_std = None
-  if augment is not None:  # in original units, between the scalings
-    augment_std = lambda k, xb: x_scaler.forward(
-        augment(k, x_scaler.inverse(xb)))
-    fingerprint = {**fingerprint, 'augment': getattr(
-        augment, '__qualname__', repr(augment))}
-  settings = training.TrainSettings(
-      epochs=t.epochs, batch_size=t.batch_size,
-      checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
-      fingerprint=fingerprint, mesh=parallel_lib.mesh_from_config(parallel),
-      augment=augment_std)
-  result = training.train(
-      key_train, make_loss(total_steps), val_fn, init_fn(key_init),
-      make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),
-      (xs[val_idx], ys[val_idx]), settings, progress=progress)
-  if result.diverged:
-    warnings.warn(
-        'training diverged (non-finite loss) after '
-        f'{len(result.history.get("loss", []))} epochs; keeping the last '
-        'finite parameters and the best ones so far', RuntimeWarning)
-  state = result.state
-  if settings.mesh is not None:  # back from the mesh to the default device
-    state = jax.tree_util.tree_map(jnp.asarray, parallel_lib.to_host(state))
-  return Fitted(params=state.params, best_params=state.best_params,
-                x_scaler=x_scaler, y_scaler=y_scaler,
-                x_range=(x[train_idx].min(0), x[train_idx].max(0)),
-                y_range=(y[train_idx].min(0), y[train_idx].max(0)),
-                history=result.history, diverged=result.diverged)
+def params_template(config: ml_collections.ConfigDict, x_dim: int,
+                    y_dim: int) -> Any:
+  """The shapes of the INN's parameters (`jax.ShapeDtypeStruct` leaves)."""
+  inn = build_inn(config, x_dim, y_dim)
+  return jax.eval_shape(inn.init, jax.random.PRNGKey(0),
+                        jnp.zeros((1, inn.width), jnp.float32))
 
 
 def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
         *, checkpoint_dir: Optional[str] = None,
         progress: Optional[training.Progress] = None,
-        augment: Optional[Augment] = None) -> Model:
+        augment: Optional[training.Augment] = None) -> model_lib.Model:
   """Trains an iPage model on paired data (phase 1).
 
   Args:
@@ -406,8 +237,10 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
       training minibatch. None: off.
 
   Returns:
-    The fitted Model. When training diverged, `model.diverged` is True and
-    the parameters are the last finite ones (a RuntimeWarning says so).
+    The fitted Model: `params` sample f^-1([y*, z]), `best_params` (lowest
+    validation L_y) are the surrogate f_y. When training diverged,
+    `model.diverged` is True and the parameters are the last finite ones
+    (a RuntimeWarning says so).
   """
   config = default_config() if config is None else config
   x, y = data_lib.check_pairs(x, y)
@@ -425,22 +258,15 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
         rec_weight=t.get('lambda_rec', 0.0), rec_noise=t.get('rec_noise', 0.0),
         backward_y_width=t.get('backward_y_width', 0.0))
 
-  fitted = fit_standardized(
-      key, x, y, t,
+  model = training.fit_model(
+      key, x, y, config, method=NAME, net=inn, train_cfg=t,
       init_fn=lambda k: inn.init(k, jnp.zeros((1, inn.width), jnp.float32)),
       make_loss=make_loss, val_fn=losses.make_forward_fit(inn),
       # What determines the trained parameters: model, training, data shapes
       # (solve settings or logging may change between resumed runs).
       fingerprint={'model': config.model.to_dict(), 'train': t.to_dict(),
                    'x': x.shape, 'y': y.shape},
-      checkpoint_dir=checkpoint_dir, progress=progress,
-      parallel=config.get('parallel'), augment=augment)
-  model = Model(inn=inn, params=fitted.params,
-                surrogate_params=fitted.best_params,
-                x_scaler=fitted.x_scaler, y_scaler=fitted.y_scaler,
-                x_range=fitted.x_range, y_range=fitted.y_range,
-                config=config, history=fitted.history,
-                diverged=fitted.diverged)
+      checkpoint_dir=checkpoint_dir, progress=progress, augment=augment)
   mean, std = latent_moments(model, x[:LATENT_CHECK_ROWS])
   if (np.abs(mean).max() > LATENT_MAX_MEAN
       or not LATENT_STD_RANGE[0] <= std.min() <= std.max()
@@ -463,14 +289,14 @@ LATENT_MAX_MEAN = 1.0
 LATENT_STD_RANGE = (0.2, 3.0)
 
 
-def latent_moments(model: Model, x) -> tuple[np.ndarray, np.ndarray]:
+def latent_moments(model: model_lib.Model, x) -> tuple[np.ndarray, np.ndarray]:
   """Column means and standard deviations of f_z(x), each (K,).
 
   Args:
-    model: a fitted Model (its final parameters, those used for sampling).
+    model: a fitted iPage Model (its final parameters, used for sampling).
     x: (n, D) designs in original units, e.g. the training data.
   """
-  z = _latent(model.inn, model.params,
+  z = _latent(model.net, model.params,
               model.x_scaler.forward(jnp.asarray(x, jnp.float32)))
   z = np.asarray(z, np.float64)
   return z.mean(0), z.std(0)
@@ -481,26 +307,6 @@ def _latent(inn: flows.INN, params: Any, x_std: Array) -> Array:
   """(n, D) standardized designs -> (n, K) latent f_z(x)."""
   out, _ = inn.apply(params, inn.pad_x(x_std))
   return inn.split_output(out)[1]
-
-
-def check_targets(y_target, y_dim: int,
-                  y_range: Optional[tuple[np.ndarray, np.ndarray]] = None
-                  ) -> np.ndarray:
-  """Validates targets: (M,) or (T, M) finite; warns outside `y_range`."""
-  y_target = np.asarray(y_target, np.float32)
-  if y_target.ndim not in (1, 2) or y_target.shape[-1] != y_dim:
-    raise ValueError(f'targets must have shape ({y_dim},) or (T, {y_dim}), '
-                     f'got {y_target.shape}')
-  if not np.isfinite(y_target).all():
-    raise ValueError('targets contain NaN or inf')
-  if y_range is not None:
-    outside = ((y_target < y_range[0]) | (y_target > y_range[1])).any(-1)
-    if outside.any():
-      warnings.warn(
-          f'{int(np.sum(outside))} target(s) lie outside the training data '
-          f'range [{y_range[0]}, {y_range[1]}]; solutions there are '
-          'extrapolations', UserWarning)
-  return y_target
 
 
 def sample_posterior(inn: flows.INN, params, key: Array, y_target: Array,
@@ -532,400 +338,62 @@ def sample_posterior(inn: flows.INN, params, key: Array, y_target: Array,
 _sample_jit = jax.jit(sample_posterior, static_argnums=(0, 4, 5))
 
 
-class Surrogate(NamedTuple):
-  """A differentiable forward model on standardized data, for localization.
-
-  Attributes:
-    apply: module-level function `apply(net, params, x_std) -> y_std`
-      ((n, D) -> (n, M)); with `net` it keys the cache of compiled loops.
-    net: the (hashable) network, e.g. a Flax module.
-    params: its parameters.
-  """
-  apply: Callable[[Any, Any, Array], Array]
-  net: Any
-  params: Any
+def forward_y(inn: flows.INN, params, x_std: Array) -> Array:
+  """The surrogate f_y on standardized data: (n, D) -> (n, M)."""
+  return inn.split_output(inn.apply(params, inn.pad_x(x_std))[0])[0]
 
 
-# draw(key, y_std (T, M), n, sampler) -> (T, n, D) standardized designs.
-Draw = Callable[[Array, Array, int, str], Array]
+def surrogate(model: model_lib.Model, x: Array) -> Array:
+  """f_y of an iPage model in original units: (n, D) -> (n, M)."""
+  x_std = model.x_scaler.forward(jnp.asarray(x, jnp.float32))
+  return model.y_scaler.inverse(forward_y(model.net, model.best_params,
+                                          x_std))
 
 
-def solve(model: Model, key: Array, y_target, num_solutions: int = 1000,
-          sampler: Optional[str] = None, *, localize: bool = True,
-          steps: Optional[int] = None,
+def solver(model: model_lib.Model, localize: bool = True) -> solving.Solver:
+  """iPage's phases 2 and 3 for `model` (`localize=False`: the INN
+  baseline, posterior samples as drawn)."""
+  inn, params = model.net, model.params
+  return solving.Solver(
+      draw=lambda k, t, n, smp: _sample_jit(inn, params, k, t, n, smp),
+      forward=solving.Forward(forward_y, inn, model.best_params),
+      typicality=lambda x_std: jnp.sum(
+          jnp.square(_latent(inn, params, x_std)), -1),
+      localize=localize)
+
+
+def solve(model: model_lib.Model, key: Array, y_target,
+          num_solutions: int = 1000, sampler: Optional[str] = None, *,
+          localize: bool = True, steps: Optional[int] = None,
           learning_rate: Optional[float] = None,
           bounds: Optional[tuple[Any, Any]] = None,
           solve_config: Optional[ml_collections.ConfigDict] = None
-          ) -> Solutions:
+          ) -> solving.Solutions:
   """Phases 2 and 3: many designs x with f_y(x) = y* for each target.
 
   Args:
-    model: a fitted Model.
+    model: a fitted iPage Model.
     key: PRNG key of the latent designs.
     y_target: (M,) one target or (T, M) targets, original units; all
       targets are solved in one batched call.
     num_solutions: N designs per target.
     sampler: 'maximin_lhs' | 'lhs' | 'srs' (default: the config's).
     localize: run phase 3 (False: plain INN posterior samples).
-    steps / learning_rate: localization settings (default: the config's).
+    steps / learning_rate: localization steps and a constant step size
+      (default: the config's steps and schedule).
     bounds: (lower (D,), upper (D,)) box of the boundary penalty and of
       `solve.clip_to_box`, original units (default: the training data's box).
-    solve_config: settings replacing the model's `config.solve` (sampler,
-      localization steps, learning rates, boundary weight, oversampling,
-      clipping to the box and how the kept candidates are ranked:
-      `rank_by`, `accept_error`).
+    solve_config: settings replacing the model's `config.solve` (see
+      `default_config`: sampler, localization, oversampling, clipping to the
+      box and the ranking of the kept candidates).
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
   """
-  draw = lambda k, t, n, smp: _sample_jit(model.inn, model.params, k, t, n,
-                                          smp)
-  s = model.config.solve if solve_config is None else solve_config
-  typicality = None
-  if s.get('rank_by', 'surrogate') == 'typicality':
-    typicality = lambda x_std: jnp.sum(
-        jnp.square(_latent(model.inn, model.params, x_std)), -1)
-  return solve_with(
-      model, key, y_target, num_solutions, sampler, draw=draw,
-      surrogate=Surrogate(_forward_y, model.inn, model.surrogate_params),
-      localize=localize, steps=steps, learning_rate=learning_rate,
-      bounds=bounds, solve_config=solve_config, typicality=typicality)
-
-
-RANKINGS = ('surrogate', 'typicality', 'diversity')
-# Candidates count as inside the box up to this fraction of its width.
-BOX_MARGIN = 1e-3
-
-
-@functools.partial(jax.jit, static_argnames='num_keep')
-def diverse_subset(x: Array, score: Array, accepted: Array, num_keep: int
-                   ) -> Array:
-  """Greedy farthest-point choice of `num_keep` accepted candidates.
-
-  Starts from the accepted candidate with the lowest score, then adds the
-  accepted candidate farthest (Euclidean) from all chosen so far, ties
-  broken by the lower score; once the accepted ones run out, the rest follow
-  by score. The chosen set's minimum pairwise distance is at least half the
-  best possible (Gonzalez 1985, "Clustering to minimize the maximum
-  intercluster distance", Theor. Comput. Sci. 38).
-
-  Args:
-    x: (n, D) candidates.
-    score: (n,) lower is better (e.g. surrogate error).
-    accepted: (n,) bool, the candidates eligible for the spread-out choice.
-    num_keep: how many to choose, <= n.
-
-  Returns:
-    (num_keep,) int32 distinct indices into the n candidates, in the order
-    chosen.
-  """
-  def step(carry, _):
-    taken, nearest = carry
-    open_accepted = accepted & ~taken
-    spread = jnp.where(open_accepted, nearest, -jnp.inf)
-    farthest = open_accepted & (spread == jnp.max(spread))
-    pick = jnp.where(
-        jnp.any(open_accepted),
-        jnp.argmin(jnp.where(farthest, score, jnp.inf)),
-        jnp.argmin(jnp.where(taken, jnp.inf, score)))
-    nearest = jnp.minimum(nearest, jnp.sum(jnp.square(x - x[pick][None]), -1))
-    return (taken.at[pick].set(True), nearest), pick.astype(jnp.int32)
-
-  n = x.shape[0]
-  init = (jnp.zeros(n, bool), jnp.full(n, jnp.inf, x.dtype))
-  _, picks = jax.lax.scan(step, init, None, length=num_keep)
-  return picks
-
-
-def solve_with(model, key: Array, y_target, num_solutions: int,
-               sampler: Optional[str], *, draw: Draw,
-               surrogate: Optional[Surrogate], localize: bool,
-               steps: Optional[int] = None,
-               learning_rate: Optional[float] = None,
-               bounds: Optional[tuple[Any, Any]] = None,
-               solve_config: Optional[ml_collections.ConfigDict] = None,
-               typicality: Optional[Callable[[Array], Array]] = None
-               ) -> Solutions:
-  """The solve loop every method shares: draw, localize, keep the best.
-
-  Args:
-    model: anything with `config`, `x_scaler`, `y_scaler`, `x_range` and
-      `y_range` (a fitted model of any method).
-    key: PRNG key of the draws.
-    y_target: (M,) or (T, M) targets, original units.
-    num_solutions: N designs per target.
-    sampler: latent / start design name (default: the config's).
-    draw: `draw(key, y_std (T, M), n, sampler) -> (T, n, D)` standardized
-      candidates (posterior samples or random starts).
-    surrogate: forward model for localization and ranking; None for a
-      method without one (then `y_surrogate` / `surrogate_error` are NaN).
-    localize: run gradient-descent localization through `surrogate` and
-      keep the best of the `solve.oversample` x N candidates; False returns
-      N candidates as drawn.
-    steps, learning_rate, bounds, solve_config: as in `solve`.
-    typicality: `(n, D) standardized designs -> (n,)`, lower = more typical
-      of the training data; used by `solve.rank_by='typicality'`: the kept
-      candidates are those with surrogate error <= `solve.accept_error`
-      (standardized y units) inside the box (`bounds`, up to `BOX_MARGIN`
-      of its width) and the lowest typicality, then the others by
-      surrogate error. With `rank_by='diversity'` the accepted ones are
-      kept as a `diverse_subset`; with 'surrogate' by surrogate error alone.
-
-  Returns:
-    Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
-  """
-  s = model.config.solve if solve_config is None else solve_config
-  sampler = sampler or s.sampler
-  rank_by = s.get('rank_by', 'surrogate')
-  if rank_by not in RANKINGS:
-    raise ValueError(f'solve.rank_by must be one of {RANKINGS}, got '
-                     f'{rank_by!r}')
-  if rank_by == 'typicality' and typicality is None:
-    rank_by = 'surrogate'  # no latent (baselines): as documented
-  if not s.get('accept_error', 1e-4) >= 0:  # also refuses NaN
-    raise ValueError(f"solve.accept_error must be >= 0, got "
-                     f"{s.get('accept_error')!r}")
-  if num_solutions < 1:
-    raise ValueError(f'num_solutions must be >= 1, got {num_solutions}')
-  y_dim = model.y_range[0].shape[0]
-  targets = check_targets(y_target, y_dim, model.y_range)
-  single = targets.ndim == 1
-  targets = np.atleast_2d(targets)
-  t_std = model.y_scaler.forward(jnp.asarray(targets))
-
-  # Oversampling: draw `oversample` times more candidates, localize them all,
-  # keep per target the N with the lowest surrogate error. This drops the rare
-  # samples that localization leaves stuck at a critical point of the
-  # surrogate (visible from the surrogate alone, no simulator needed).
-  oversample = float(s.get('oversample', 1.0))
-  if oversample < 1.0:
-    raise ValueError(f'solve.oversample must be >= 1, got {oversample}')
-  if surrogate is None and localize:
-    raise ValueError('localization needs a surrogate forward model')
-  if not localize:  # plain samples: nothing is dropped or ranked
-    oversample = 1.0
-  num_draw = int(np.ceil(num_solutions * oversample))
-  min_candidates = s.get('min_candidates', 0)
-  if isinstance(min_candidates, bool) or not isinstance(
-      min_candidates, (int, np.integer)) or min_candidates < 0:
-    raise ValueError(f'solve.min_candidates must be an integer >= 0, got '
-                     f'{min_candidates!r}')
-  if localize and rank_by == 'diversity' and num_solutions > 1:
-    num_draw = max(num_draw, int(min_candidates))
-  clip = s.get('clip_to_box', False)
-  if not isinstance(clip, (bool, np.bool_)):
-    raise ValueError(f'solve.clip_to_box must be True or False, got {clip!r}')
-  # The box in standardized units: the boundary penalty, `inside`, clipping.
-  lower, upper = bounds if bounds is not None else model.x_range
-  lo, hi = (np.asarray(model.x_scaler.forward(
-      jnp.asarray(b, jnp.float32)[None])[0]) for b in (lower, upper))
-
-  def project(x):  # (..., D) standardized
-    if not clip:
-      return x
-    return jnp.clip(x, jnp.broadcast_to(lo, x.shape),
-                    jnp.broadcast_to(hi, x.shape))
-
-  start = time.perf_counter()
-  x_draw = jax.block_until_ready(
-      project(draw(key, t_std, num_draw, sampler)))
-  inference_s = time.perf_counter() - start
-
-  num_targets, d = targets.shape[0], x_draw.shape[-1]
-  flat_x = x_draw.reshape(-1, d)
-  flat_t = jnp.repeat(t_std, num_draw, axis=0)
-  start = time.perf_counter()
-  num_steps = 0
-  if localize:
-    box = None
-    if s.boundary_weight > 0:
-      box = (tuple(lo.tolist()), tuple(hi.tolist()))
-    if learning_rate is None:
-      lr, final_lr = s.localize_learning_rate, s.localize_final_learning_rate
-    else:
-      lr = final_lr = learning_rate
-    num_steps = s.localize_steps if steps is None else steps
-    tol = float(s.get('localize_tol', 0.0))
-    if not tol >= 0:  # also refuses NaN
-      raise ValueError(f'solve.localize_tol must be >= 0, got {tol}')
-    localizer = _localizer(surrogate.apply, surrogate.net, num_steps, lr,
-                           final_lr, box, s.boundary_weight, tol or None)
-    par = model.config.get('parallel')
-    mesh = parallel_lib.mesh_from_config(par)
-    chunk = 0 if par is None else int(par.get('localize_chunk', 0))
-    if mesh is None and chunk == 0:
-      result = localizer(surrogate.params, flat_x, flat_t)
-    else:  # rows split over devices / hosts, in chunks
-      result = parallel_lib.localize_sharded(
-          localizer, surrogate.params, flat_x, flat_t, mesh, chunk)
-    flat_x = jax.block_until_ready(project(result.x))
-    if tol:  # stopped early: the updates actually run (for every row)
-      num_steps = int(np.max(np.asarray(result.steps)))
-  localization_s = time.perf_counter() - start
-
-  repeat_targets = jnp.repeat(jnp.asarray(targets), num_draw, 0)
-  if surrogate is None:
-    y_sur = jnp.full(repeat_targets.shape, jnp.nan)
-    err = jnp.full(repeat_targets.shape[:1], jnp.nan)
-    keep = jnp.broadcast_to(jnp.arange(num_solutions),
-                            (num_targets, num_solutions))
-  else:
-    y_sur = model.y_scaler.inverse(
-        surrogate.apply(surrogate.net, surrogate.params, flat_x))
-    err = jnp.sum(jnp.square(y_sur - repeat_targets), -1)
-    # (T, num_draw) -> the num_solutions best per target (all if no extra).
-    score = err.reshape(num_targets, num_draw)
-    if rank_by == 'surrogate' or not localize:
-      keep = jnp.argsort(score, axis=1)[:, :num_solutions]
-    else:
-      err_std = jnp.sum(jnp.square(model.y_scaler.forward(y_sur) - flat_t),
-                        -1).reshape(num_targets, num_draw)
-      # Accepted: on the level set and inside the box. Far outside it an
-      # extrapolating surrogate can be met by a wrong design, which the
-      # farthest-point choice would otherwise pick first.
-      margin = BOX_MARGIN * (hi - lo)
-      inside = jnp.all((flat_x >= (lo - margin)[None])
-                       & (flat_x <= (hi + margin)[None]), -1)
-      accepted = ((err_std <= s.get('accept_error', 1e-4))
-                  & inside.reshape(num_targets, num_draw))
-      if rank_by == 'typicality':
-        secondary = jnp.where(accepted, typicality(flat_x).reshape(
-            num_targets, num_draw), score)
-        keep = jnp.lexsort((secondary, ~accepted), axis=1)[:, :num_solutions]
-      else:
-        keep = jax.vmap(functools.partial(
-            diverse_subset, num_keep=num_solutions))(
-                flat_x.reshape(num_targets, num_draw, d), score, accepted)
-    keep = jnp.sort(keep, axis=1)
-  rows = (keep + num_draw * jnp.arange(num_targets)[:, None]).reshape(-1)
-  lead = (num_solutions,) if single else (num_targets, num_solutions)
-  as_np = lambda a, tail: np.asarray(a[rows]).reshape(lead + tail)
-  return Solutions(
-      x=as_np(model.x_scaler.inverse(flat_x), (d,)),
-      x_posterior=as_np(model.x_scaler.inverse(x_draw.reshape(-1, d)), (d,)),
-      y_surrogate=as_np(y_sur, (y_dim,)),
-      surrogate_error=as_np(err, ()),
-      y_target=targets[0] if single else targets,
-      inference_s=inference_s, localization_s=localization_s,
-      gradient_steps_per_solution=num_steps * num_draw / num_solutions)
-
-
-@functools.lru_cache(maxsize=16)
-def _localizer(apply: Callable, net: Any, steps: int, learning_rate: float,
-               final_learning_rate: float,
-               box: Optional[tuple[tuple[float, ...], tuple[float, ...]]],
-               boundary_weight: float, tol: Optional[float] = None):
-  """A compiled localizer per setting, reused across `solve` calls.
-
-  The Adam step size decays from `learning_rate` to `final_learning_rate`
-  along a cosine: large steps first to reach the level set from far-away
-  samples, small ones at the end so the iterates settle on it.
-  """
-  schedule = learning_rate
-  if final_learning_rate != learning_rate:
-    schedule = optax.cosine_decay_schedule(
-        learning_rate, max(steps, 1), final_learning_rate / learning_rate)
-  return localization.make_localizer(
-      functools.partial(apply, net), steps=steps, learning_rate=schedule,
-      bounds=box, boundary_weight=boundary_weight, tol=tol)
-
-
-def save_fitted(path: str, model, params: dict, method: str) -> None:
-  """Writes a fitted model of any method to one file (atomically).
-
-  Args:
-    path: the file.
-    model: a model with `config`, `x_scaler`, `y_scaler`, `x_range`,
-      `y_range`, `history` and `diverged`.
-    params: name -> parameter pytree, everything else the model learned.
-    method: the method's name, checked on load.
-  """
-  tree = {'params': params, 'x_scaler': model.x_scaler._asdict(),
-          'y_scaler': model.y_scaler._asdict(),
-          'x_range': list(model.x_range), 'y_range': list(model.y_range)}
-  meta = {'method': method, 'config': model.config.to_dict(),
-          'x_dim': int(model.x_range[0].shape[0]),
-          'y_dim': int(model.y_range[0].shape[0]),
-          'diverged': bool(model.diverged),
-          'history': {k: np.asarray(v).tolist()
-                      for k, v in model.history.items()}}
-  checkpoint.save_pytree(path, tree, meta)
-
-
-class Loaded(NamedTuple):
-  """What `load_fitted` reads: the parameters and the shared fields."""
-  params: dict
-  config: ml_collections.ConfigDict
-  x_dim: int
-  y_dim: int
-  common: dict  # x_scaler, y_scaler, x_range, y_range, history, diverged
-
-
-def load_fitted(path: str, method: str,
-                params_template: Callable[[ml_collections.ConfigDict, int,
-                                           int], dict]) -> Loaded:
-  """Reads a file written by `save_fitted`.
-
-  Args:
-    path: the file.
-    method: the expected method name.
-    params_template: (config, x_dim, y_dim) -> a pytree with the shapes of
-      the saved `params` (e.g. from `jax.eval_shape` of the init).
-
-  Raises:
-    ValueError: for a missing, corrupted or inconsistent file, or a model of
-      another method.
-  """
-  _, meta = checkpoint.read_pytree(path)
-  try:
-    config = ml_collections.ConfigDict(meta['config'])
-    x_dim, y_dim = int(meta['x_dim']), int(meta['y_dim'])
-  except (KeyError, TypeError, ValueError) as e:
-    raise ValueError(f'{path!r} is not a saved model: {e}') from e
-  saved = meta.get('method', 'ipage')
-  if saved != method:
-    raise ValueError(f'{path!r} holds a {saved!r} model, not {method!r}')
-  zeros = lambda k: np.zeros((k,), np.float32)
-  template = {'params': params_template(config, x_dim, y_dim),
-              'x_scaler': {'mean': zeros(x_dim), 'scale': zeros(x_dim)},
-              'y_scaler': {'mean': zeros(y_dim), 'scale': zeros(y_dim)},
-              'x_range': [zeros(x_dim), zeros(x_dim)],
-              'y_range': [zeros(y_dim), zeros(y_dim)]}
-  template = jax.tree_util.tree_map(
-      lambda s: np.zeros(s.shape, s.dtype), template)
-  tree, _ = checkpoint.load_pytree(path, template)
-  as_jnp = lambda t: jax.tree_util.tree_map(jnp.asarray, t)
-  common = dict(
-      x_scaler=data_lib.Standardizer(**as_jnp(tree['x_scaler'])),
-      y_scaler=data_lib.Standardizer(**as_jnp(tree['y_scaler'])),
-      x_range=tuple(np.asarray(a) for a in tree['x_range']),
-      y_range=tuple(np.asarray(a) for a in tree['y_range']),
-      history={k: np.asarray(v) for k, v in meta['history'].items()},
-      diverged=bool(meta.get('diverged', False)))
-  return Loaded(as_jnp(tree['params']), config, x_dim, y_dim, common)
-
-
-def save_model(path: str, model: Model) -> None:
-  """Writes a fitted iPage Model to one file (atomically)."""
-  save_fitted(path, model, {'final': model.params,
-                            'surrogate': model.surrogate_params}, 'ipage')
-
-
-def load_model(path: str) -> Model:
-  """Reads a Model written by `save_model`.
-
-  Raises:
-    ValueError: for a missing, corrupted or inconsistent file.
-  """
-
-  def template(config, x_dim, y_dim):
-    inn = build_inn(config, x_dim, y_dim)
-    params = jax.eval_shape(inn.init, jax.random.PRNGKey(0),
-                            jnp.zeros((1, inn.width), jnp.float32))
-    return {'final': params, 'surrogate': params}
-
-  loaded = load_fitted(path, 'ipage', template)
-  return Model(inn=build_inn(loaded.config, loaded.x_dim, loaded.y_dim),
-               params=loaded.params['final'],
-               surrogate_params=loaded.params['surrogate'],
-               config=loaded.config, **loaded.common)
+  settings = solving.solve_settings(
+      model.config.solve if solve_config is None else solve_config,
+      sampler=sampler, localize_steps=steps,
+      localize_learning_rate=learning_rate,
+      localize_final_learning_rate=learning_rate)
+  return solving.solve(model, solver(model, localize), key, y_target,
+                       num_solutions, settings, bounds)

@@ -1,6 +1,6 @@
 """Step -> value schedules (optax style) for loss weights and learning rate.
 
-The dynamic bi-directional training of iPage (SPEC section 2.1): for the
+The dynamic bi-directional training of iPage (Chen et al.): for the
 first part of training the forward fit dominates (lam_y = N_l >> 1, lam_x and
 lam_z ~ 0); afterwards lam_y decays towards 0 while lam_x and lam_z rise to
 N_l.

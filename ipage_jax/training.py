@@ -1,4 +1,4 @@
-"""A generic, jit-compiled minibatch training loop shared by every model.
+"""Phase 1, training: one jit-compiled minibatch loop shared by every method.
 
 One epoch is a single compiled call: a `lax.scan` over shuffled minibatches
 of device-resident data, followed by the validation loss and the update of
@@ -8,21 +8,30 @@ the best-so-far parameters. Models plug in a loss function
 
 and a validation function `val_fn(params, x, y) -> scalar`. The loop keeps
 the final parameters and the ones with the lowest validation loss.
+
+`fit_model` wraps the loop in what every method's `fit` shares: checks of
+the pairs, the train / validation split, standardization, the optimizer,
+and the `Model` record it returns.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 
 from ipage_jax import checkpoint as ckpt
+from ipage_jax import data as data_lib
+from ipage_jax import model as model_lib
 from ipage_jax import parallel
+from ipage_jax import schedules
 
 Array = jax.Array
 PyTree = Any
@@ -30,6 +39,8 @@ LossFn = Callable[[PyTree, Array, Array, Array, Array],
                   tuple[Array, dict[str, Array]]]
 ValFn = Callable[[PyTree, Array, Array], Array]
 Progress = Callable[[int, dict[str, float]], None]
+# augment(key, x (b, D)) -> (b, D): a random symmetry of the designs.
+Augment = Callable[[Array, Array], Array]
 
 
 class TrainState(NamedTuple):
@@ -237,7 +248,107 @@ def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
     done = epoch + 1
     if settings.checkpoint_dir is not None and (
         done % settings.checkpoint_every == 0 or done == settings.epochs):
-      ckpt.save_training(settings.checkpoint_dir, state, done, history,
-                         settings.fingerprint)
+      ckpt.save_training(settings.checkpoint_dir, parallel.to_host(state),
+                         done, history, settings.fingerprint)
   return TrainResult(state, {k: np.asarray(v) for k, v in history.items()},
                      diverged)
+
+
+def make_optimizer(train_cfg: ml_collections.ConfigDict,
+                   total_steps: int) -> optax.GradientTransformation:
+  """Adam(W) with exponential learning-rate decay and gradient clipping."""
+  lr = schedules.exponential_learning_rate(
+      train_cfg.learning_rate, train_cfg.final_learning_rate, total_steps)
+  parts = []
+  if train_cfg.grad_clip > 0:
+    parts.append(optax.clip_by_global_norm(train_cfg.grad_clip))
+  parts.append(optax.adamw(lr, weight_decay=train_cfg.weight_decay))
+  return optax.chain(*parts)
+
+
+def fit_model(key: Array, x, y, config: ml_collections.ConfigDict, *,
+              method: str, net: Any, train_cfg: ml_collections.ConfigDict,
+              init_fn: Callable[[Array], PyTree],
+              make_loss: Callable[[int], LossFn], val_fn: ValFn,
+              fingerprint: Any, checkpoint_dir: Optional[str] = None,
+              progress: Optional[Progress] = None,
+              augment: Optional[Augment] = None) -> model_lib.Model:
+  """The data handling and training loop that every method's `fit` shares.
+
+  Checks the pairs, splits off `train_cfg.val_fraction` for validation,
+  standardizes x and y on the training split and trains with
+  `make_optimizer(train_cfg)` in the loop of `train`, data-parallel over the
+  devices of `config.parallel` when it asks for several.
+
+  Args:
+    key: PRNG key (split into split / init / train keys).
+    x: (n, D) designs, original units.
+    y: (n, M) properties, original units.
+    config: the settings stored in the model (and its `parallel` section).
+    method: name stored in the model.
+    net: the network stored in the model.
+    train_cfg: epochs, batch_size, learning rates, clipping, val_fraction,
+      checkpoint_every (see `pipeline.default_config().train`).
+    init_fn: key -> initial parameters.
+    make_loss: total optimizer steps -> `loss_fn(params, x, y, key, step)`
+      on standardized data.
+    val_fn: `(params, x_val, y_val) -> scalar` validation loss.
+    fingerprint: JSON-able description of what determines the parameters;
+      a checkpoint with another fingerprint is refused.
+    checkpoint_dir: save every `train_cfg.checkpoint_every` epochs there and
+      resume from it.
+    progress: `progress(epoch, metrics)` after every epoch.
+    augment: `(key, x (b, D)) -> (b, D)` in original units, a random
+      symmetry applied to every training minibatch (e.g. `Task.augment`);
+      None: off.
+
+  Returns:
+    The Model (parameters on the default device, whatever the mesh). When
+    training diverged a RuntimeWarning says so, `diverged` is True and the
+    parameters are the last finite ones.
+  """
+  x, y = data_lib.check_pairs(x, y)
+  t = train_cfg
+  key_split, key_init, key_train = jax.random.split(key, 3)
+  train_idx, val_idx = data_lib.train_val_split(key_split, x.shape[0],
+                                                t.val_fraction)
+  if t.val_fraction == 0:
+    val_idx = train_idx
+  x_scaler = data_lib.Standardizer.fit(x[train_idx])
+  y_scaler = data_lib.Standardizer.fit(y[train_idx])
+  xs, ys = x_scaler.forward(jnp.asarray(x)), y_scaler.forward(jnp.asarray(y))
+  steps_per_epoch = len(train_idx) // t.batch_size
+  if steps_per_epoch == 0:
+    raise ValueError(f'{len(train_idx)} training rows are too few for one '
+                     f'batch of {t.batch_size}')
+  total_steps = max(t.epochs * steps_per_epoch, 2)
+  augment_std = None
+  if augment is not None:  # in original units, between the scalings
+    augment_std = lambda k, xb: x_scaler.forward(
+        augment(k, x_scaler.inverse(xb)))
+    fingerprint = {**fingerprint, 'augment': getattr(
+        augment, '__qualname__', repr(augment))}
+  settings = TrainSettings(
+      epochs=t.epochs, batch_size=t.batch_size,
+      checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
+      fingerprint=fingerprint,
+      mesh=parallel.mesh_from_config(config.get('parallel')),
+      augment=augment_std)
+  result = train(
+      key_train, make_loss(total_steps), val_fn, init_fn(key_init),
+      make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),
+      (xs[val_idx], ys[val_idx]), settings, progress=progress)
+  if result.diverged:
+    warnings.warn(
+        'training diverged (non-finite loss) after '
+        f'{len(result.history.get("loss", []))} epochs; keeping the last '
+        'finite parameters and the best ones so far', RuntimeWarning)
+  state = result.state
+  if settings.mesh is not None:  # back from the mesh to the default device
+    state = jax.tree_util.tree_map(jnp.asarray, parallel.to_host(state))
+  return model_lib.Model(
+      method=method, net=net, params=state.params,
+      best_params=state.best_params, x_scaler=x_scaler, y_scaler=y_scaler,
+      x_range=(x[train_idx].min(0), x[train_idx].max(0)),
+      y_range=(y[train_idx].min(0), y[train_idx].max(0)),
+      config=config, history=result.history, diverged=result.diverged)

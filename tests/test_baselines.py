@@ -228,16 +228,17 @@ def test_parameter_budget_matches_ipage(name):
 @pytest.mark.parametrize('name', BASELINES)
 def test_save_load_round_trip(fitted, name, tmp_path):
   method, model = methods.get(name), fitted[name]
-  path = str(tmp_path / f'{name}.msgpack')
-  method.save(path, model)
-  loaded = method.load(path)
+  path = str(tmp_path / name)
+  methods.save_model(path, model)
+  loaded = methods.load_model(path, name)
+  assert loaded.method == name
   target = np.array([0.6], np.float32)
   a = method.solve(model, jax.random.PRNGKey(8), target, 6)
   b = method.solve(loaded, jax.random.PRNGKey(8), target, 6)
   np.testing.assert_allclose(a.x, b.x, rtol=1e-6, atol=1e-6)
   np.testing.assert_array_equal(loaded.history['loss'], model.history['loss'])
   with pytest.raises(ValueError, match='holds a'):
-    methods.get('mdn' if name != 'mdn' else 'na').load(path)
+    methods.load_model(path, 'mdn' if name != 'mdn' else 'ipage')
 
 
 def test_method_sections_override_and_reject_unknown_settings():

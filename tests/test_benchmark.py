@@ -6,15 +6,20 @@ import os
 from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 from experiments import benchmark
 from experiments import runner
+from experiments import train
 from experiments.configs import sinewave as sinewave_config
+from ipage_jax import data as data_lib
 from ipage_jax import methods
+from ipage_jax import model as model_lib
 from ipage_jax import pipeline
+from ipage_jax import solving
 from ipage_jax import tasks
 
 
@@ -74,90 +79,82 @@ def test_parse_seeds_and_holdout_split():
   for bad in (['0'], ['a'], ['1', '1']):
     with pytest.raises(runner.UsageError):
       benchmark.parse_seeds(bad)
-  train, held = benchmark.holdout_split(jax.random.PRNGKey(0), 50, 10)
-  assert len(held) == 10 and len(train) == 40
-  assert not set(train) & set(held)
-  assert sorted(set(train) | set(held)) == list(range(50))
+  rows, held = train.holdout_split(jax.random.PRNGKey(0), 50, 10)
+  assert len(held) == 10 and len(rows) == 40
+  assert not set(rows) & set(held)
+  assert sorted(set(rows) | set(held)) == list(range(50))
   with pytest.raises(ValueError, match='hold out'):
-    benchmark.holdout_split(jax.random.PRNGKey(0), 10, 10)
+    train.holdout_split(jax.random.PRNGKey(0), 10, 10)
 
 
-class _Fake:
-  """A method whose model is a small record; counts its fits."""
-
-  class Model(NamedTuple):
-    mean: float
-    rows: int
-    config: dict
-
-  def __init__(self):
-    self.fits = 0
-
-  def fit(self, key, x, y, config, checkpoint_dir=None, progress=None,
-          augment=None):
-    self.fits += 1
-    return self.Model(float(np.mean(x)), int(x.shape[0]), config.to_dict())
-
-  def save(self, path, model):
-    config = model.config  # a ConfigDict once the cache has replaced it
-    config = config.to_dict() if hasattr(config, 'to_dict') else config
-    with open(path, 'w') as f:
-      json.dump(dict(model._asdict(), config=config), f)
-
-  def load(self, path):
-    with open(path) as f:
-      return self.Model(**json.load(f))
-
-  def method(self, name):
-    return methods.Method(name, self.fit, None, self.save, self.load, '')
+class _FakeModel(NamedTuple):
+  mean: float
+  rows: int
+  config: ml_collections.ConfigDict
+  diverged: bool = False
 
 
-def test_fit_cached_reuses_shares_and_refits(tmp_path):
-  fake = _Fake()
-  a, b = fake.method('a'), fake.method('b')
-  config = ml_collections.ConfigDict(
-      {'train': {'epochs': 1}, 'log_every': 1, 'widths': (1, 2)})
+def test_fit_or_reuse_reuses_shares_and_refits(tmp_path, monkeypatch):
+  """One cache rule: a model is reused iff its fingerprint (up to solve
+  settings) matches; methods with the same fit take each other's model."""
+  fits, files = [], {}
+  monkeypatch.setattr(methods, 'save_model',
+                      lambda path, model: files.update({path: model}))
+  monkeypatch.setattr(methods, 'load_model',
+                      lambda path, method: files[path])
+
+  def fit(key, x, y, config, **kwargs):
+    fits.append(1)
+    return _FakeModel(float(np.mean(x)), int(x.shape[0]), config)
+
+  method = methods.get('ipage')._replace(fit=fit)
+  config = sinewave_config.get_config()
+  config.run.task = 'sinewave'
+  config.run.reuse_model = True
   x, y = np.ones((8, 2), np.float32), np.zeros((8, 1), np.float32)
   key = jax.random.PRNGKey(0)
-  path_a = benchmark.model_path(str(tmp_path), 't', 'a', 0)
-  path_b = benchmark.model_path(str(tmp_path), 't', 'b', 0)
-  fp = {'config': config.to_dict(), 'data': [8, 2]}
-  model, info = benchmark.fit_cached(a, key, x, y, config, path_a, fp)
-  assert fake.fits == 1 and info['source'] == 'trained'
-  assert model[:2] == (1.0, 8)
+  fp = {'config': train.result_settings(config), 'data': [8, 2]}
+
+  def call(workdir, cfg=config, fingerprint=fp):
+    os.makedirs(workdir, exist_ok=True)  # save_model is faked
+    run = train.Run(tasks.get('sinewave'), method, cfg, str(workdir))
+    with open(os.path.join(workdir, 'model'), 'w'):  # a model exists
+      pass
+    return train.fit_or_reuse(run, key, x, y, fingerprint, label='t')
+
+  model, info = call(tmp_path / 'a')
+  assert len(fits) == 1 and info['source'] == 'trained'
   # Same fingerprint (tuples and lists alike): read back, no fit.
-  again, info = benchmark.fit_cached(a, key, x, y, config, path_a, fp)
-  assert fake.fits == 1 and info['source'] == 'cache' and again[:2] == (1, 8)
-  # Another method with the same fit takes the model over.
-  shared, info = benchmark.fit_cached(b, key, x, y, config, path_b, fp,
-                                      donors=[path_a])
-  assert fake.fits == 1 and info['source'] == path_a and shared[:2] == (1, 8)
-  assert os.path.exists(path_b)
+  again, info = call(tmp_path / 'a')
+  assert len(fits) == 1 and info['source'] == 'cache' and again.rows == 8
+  # Another run with the first as a donor takes the model over.
+  shared = ml_collections.ConfigDict(config.to_dict())
+  shared.run.donors = [str(tmp_path / 'a' / 'model')]
+  _, info = call(tmp_path / 'b', shared)
+  assert len(fits) == 1 and info['source'] == str(tmp_path / 'a' / 'model')
+  assert os.path.exists(tmp_path / 'b' / 'model.json')
   # Solve settings (also a method's own) do not touch training: the cached
   # model is reused and carries the new settings.
-  solve_changed = ml_collections.ConfigDict(
-      dict(config.to_dict(), solve={'steps': 5}, na={'solve': {'steps': 9}}))
-  fp_solve = dict(fp, config=solve_changed.to_dict())
-  fp_solve['config']['na'] = {'solve': {'steps': 9}}
-  reused, info = benchmark.fit_cached(a, key, x, y, solve_changed, path_a,
-                                      fp_solve)
-  assert fake.fits == 1 and info['source'] == 'cache'
+  solve_changed = ml_collections.ConfigDict(config.to_dict())
+  solve_changed.solve.localize_steps = 5
+  solve_changed.na = {'solve': {'oversample': 3.0}}
+  reused, info = call(tmp_path / 'a', solve_changed,
+                      dict(fp, config=train.result_settings(solve_changed)))
+  assert len(fits) == 1 and info['source'] == 'cache'
   assert reused.config is solve_changed
-  # ... but a method section's training settings do.
+  # ... but a method section's training settings do, and so does the data.
   train_changed = dict(fp, config=dict(fp['config'],
                                        na={'train': {'epochs': 2}}))
-  benchmark.fit_cached(a, key, x, y, config, path_a, train_changed)
-  assert fake.fits == 2
-  benchmark.fit_cached(a, key, x, y, config, path_a, fp)
-  assert fake.fits == 3
-  # A changed setting invalidates the cache.
-  benchmark.fit_cached(a, key, x[:4], y[:4], config, path_a,
-                       dict(fp, data=[4, 2]))
-  assert fake.fits == 4
-  assert benchmark.fit_cached(a, key, x, y, config, path_a, fp)[1][
-      'source'] == 'trained'
-  assert not [p for p in os.listdir(os.path.dirname(path_a))
-              if '.ckpt-' in p or p.startswith('.tmp')]
+  call(tmp_path / 'a', config, train_changed)
+  assert len(fits) == 2
+  call(tmp_path / 'a', config, dict(fp, data=[4, 2]))
+  assert len(fits) == 3
+  # Without reuse_model it always trains.
+  fresh = ml_collections.ConfigDict(config.to_dict())
+  fresh.run.reuse_model = False
+  call(tmp_path / 'a', fresh, dict(fp, data=[4, 2]))
+  assert len(fits) == 4
+  assert not [p for p in os.listdir(tmp_path / 'a') if '.ckpt-' in p]
 
 
 @pytest.fixture(scope='module')
@@ -201,10 +198,11 @@ def test_harness_writes_finite_results(smoke):
   workdir, _, outputs = smoke
   for name in ('results.json', 'results.md', 'time_to_solution.png',
                'r_t.png', 'steps_to_accuracy.png', 'solutions_sinewave.png',
-               'solutions/sinewave/na_seed0.npz',
-               'models/sinewave/ipage/seed0.msgpack',
-               'models/sinewave/inn/seed0.msgpack',
-               'models/sinewave/na/seed0.msgpack'):
+               'runs/sinewave/na/seed0/solutions.npz',
+               'runs/sinewave/na/seed0/metrics.json',
+               'runs/sinewave/ipage/seed0/model',
+               'runs/sinewave/inn/seed0/model.json',
+               'runs/sinewave/na/seed0/model'):
     assert (workdir / name).exists(), name
   results = outputs[-1]
   assert [(r['method'], r['seed']) for r in results['runs']] == [
@@ -230,8 +228,25 @@ def test_harness_writes_finite_results(smoke):
       for k in ('resimulation_error', 'inference_s', 'localization_s'):
         assert np.isfinite(r[protocol][k]) and r[protocol][k] >= 0, k
     assert np.isfinite(r['protocol_b']['diversity'])
+  # The posterior before localization: for the methods that sample one;
+  # without localization (inn) it is the final error.
+  inn = by_method['inn']
+  for protocol in ('protocol_a', 'protocol_b'):
+    assert 'posterior_resimulation_error' not in by_method['na'][protocol]
+    assert np.isfinite(
+        by_method['ipage'][protocol]['posterior_resimulation_error'])
+    assert (inn[protocol]['posterior_resimulation_error']
+            == inn[protocol]['resimulation_error'])
+  for r in results['runs']:
+    cov = r['mode_coverage']
+    assert cov['num_solutions'] == 200 and 0 <= cov['modes_covered'] <= 9
+  assert 'posterior_modes_covered' not in by_method['na']['mode_coverage']
+  assert (inn['mode_coverage']['posterior_modes_covered']
+          == inn['mode_coverage']['modes_covered'])
   md = (workdir / 'results.md').read_text()
   assert '## Table 2' in md and '## Table 3' in md
+  assert '## Posterior samples before localization' in md
+  assert '## Modes covered by 200 posterior samples' in md
   assert '| ipage | ' in md and '| inn | ' in md and '| na | ' in md
   assert '## Localization budget to reach a given error' in md
 
@@ -248,7 +263,7 @@ def test_harness_trains_once_and_reuses_models(smoke):
 def test_bad_flags_stop_before_writing(tmp_path):
   workdir = tmp_path / 'out'
   for bad in (['--methods=nope'], ['--seeds=0'], ['--target=1'],
-              ['--tasks=nope']):
+              ['--tasks=nope'], ['--sampler=sobol'], ['--epochs=0']):
     runner.FLAGS.unparse_flags()
     runner.FLAGS(['prog', f'--workdir={workdir}', *bad])
     try:
@@ -312,68 +327,60 @@ def test_later_invocations_add_seeds_to_the_table(smoke):
   assert benchmark.earlier_runs(other, {'sinewave': digest}, set()) == []
 
 
-def test_r_t_ranks_only_the_methods_that_localize():
-  task = tasks.get('sinewave')
-  rng = np.random.default_rng(0)
-  x = rng.uniform(-1, 1, size=(2, 3, 2)).astype(np.float32)
-  y_targets = np.array([[1.2], [0.3]], np.float32)
-  err = ((np.asarray(task.simulate(x.reshape(-1, 2)))[:, 0].reshape(2, 3)
-          - y_targets) ** 2)
-  surrogate = -err  # ranks the proposals worst-first
+def _lookup_run(task, designs, workdir):
+  """A run of a fake method that draws rows of `designs` (identity
+  scalers), with the benchmark's protocols switched on."""
+  config = sinewave_config.get_config()
+  config.run.task = task.name
+  config.evaluate.coverage_solutions = 0
+  d, m = task.x_dim, task.y_dim
+  model = model_lib.Model(
+      method='lookup', net=None, params=None, best_params=None,
+      x_scaler=data_lib.Standardizer(jnp.zeros(d), jnp.ones(d)),
+      y_scaler=data_lib.Standardizer(jnp.zeros(m), jnp.ones(m)),
+      x_range=(task.lower, task.upper),
+      y_range=(np.full(m, -10.0), np.full(m, 10.0)), config=config,
+      history={})
 
-  def fake(steps):
-    sols = pipeline.Solutions(
-        x=x, x_posterior=x, y_surrogate=np.zeros((2, 3, 1)),
-        surrogate_error=surrogate, y_target=y_targets, inference_s=0.0,
-        localization_s=0.0, gradient_steps_per_solution=steps)
-    return methods.Method('fake', None, lambda *a, **k: sols, None, None, '')
+  def draw(key, t, n, sampler):
+    del sampler
+    return jnp.asarray(designs)[jax.random.choice(key, len(designs),
+                                                  (t.shape[0], n))]
 
-  drawn = benchmark.r_t_record(task, fake(0.0), None, None, y_targets, 3,
-                               'srs')
-  ranked = benchmark.r_t_record(task, fake(5.0), None, None, y_targets, 3,
-                                'srs')
-  assert drawn['t'] == [1, 2, 3]
-  np.testing.assert_allclose(drawn['r_t'], [
-      err[:, 0].mean(), err[:, :2].min(1).mean(), err.min(1).mean()],
-                             rtol=1e-5)
-  worst_first = np.sort(err, 1)[:, ::-1]
-  np.testing.assert_allclose(ranked['r_t'], [
-      worst_first[:, 0].mean(), worst_first[:, :2].min(1).mean(),
-      err.min(1).mean()], rtol=1e-5)
+  method = methods.Method(
+      name='lookup', description='fixed designs', fit=None,
+      solver=lambda _: solving.Solver(draw, None, localize=False),
+      solve_section=lambda c: c.solve, build=None, template=None,
+      draws_posterior=True)
+  return train.Run(task, method, config, str(workdir)), model, draw
 
 
-def test_extra_targets_are_evaluated_and_tabulated():
+def test_extra_targets_are_evaluated_and_tabulated(tmp_path):
   """Protocol B runs at each extra target, with the error of those designs."""
   base_task = tasks.get('sinewave')
   task = dataclasses.replace(
       base_task, extra_targets=(np.array([0.5], np.float32),))
   designs = np.asarray(base_task.sample_prior(jax.random.PRNGKey(3), 6))
-
-  def solve(model, key, y_target, num_solutions, sampler):
-    del model, sampler
-    t = np.atleast_2d(np.asarray(y_target, np.float32))
-    rows = np.asarray(jax.random.choice(key, 6, (t.shape[0], num_solutions)))
-    x = designs[rows]
-    return pipeline.Solutions(
-        x=x if t.shape[0] > 1 else x[0], x_posterior=x, y_surrogate=None,
-        surrogate_error=np.zeros(rows.shape), y_target=t, inference_s=0.0,
-        localization_s=0.0, gradient_steps_per_solution=0.0)
-
-  method = methods.Method('fake', None, solve, None, None, 'fixed designs')
-  record, _ = benchmark.evaluate(task, method, None, jax.random.PRNGKey(0),
-                                 np.array([[0.1], [0.2]], np.float32), 4,
-                                 'srs')
+  run, model, draw = _lookup_run(task, designs, tmp_path)
+  run.config.run.num_solutions = 4
+  key = jax.random.PRNGKey(0)
+  record, _ = train.evaluate_protocols(
+      run, model, key, np.array([[0.1], [0.2]], np.float32), 'fake')
   (extra,) = record['protocol_b_extra']
   assert extra['target'] == [0.5] and extra['num_solutions'] == 4
-  # The same key a second time gives the designs the harness scored.
-  x = solve(None, jax.random.fold_in(
-      jax.random.split(jax.random.PRNGKey(0))[1], 1), [0.5], 4, None).x
+  # The designs the harness scored: protocol B's key folded with 1.
+  key_b = jax.random.split(jax.random.split(key, 3)[0])[1]
+  x = np.asarray(draw(jax.random.fold_in(key_b, 1), np.zeros((1, 1)), 4,
+                      None))[0]
   y = np.asarray(base_task.simulate(x), np.float64)
   np.testing.assert_allclose(extra['resimulation_error'],
                              np.mean((y[:, 0] - 0.5) ** 2), rtol=1e-5)
-  assert 'protocol_b_extra' not in benchmark.evaluate(
-      base_task, method, None, jax.random.PRNGKey(0),
-      np.array([[0.1]], np.float32), 4, 'srs')[0]
+  # Not localized: the posterior samples are the solutions.
+  assert (extra['posterior_resimulation_error']
+          == extra['resimulation_error'])
+  run = dataclasses.replace(run, task=base_task)
+  assert 'protocol_b_extra' not in train.evaluate_protocols(
+      run, model, key, np.array([[0.1]], np.float32), 'fake')[0]
 
   runs = [{'task': 'sinewave', 'method': 'ipage', 'seed': s,
            'protocol_b_extra': [{'resimulation_error': v}]}
@@ -385,6 +392,28 @@ def test_extra_targets_are_evaluated_and_tabulated():
   assert lines[3] == '| na | – |'
   assert benchmark.format_extra_targets_table(runs, [base_task],
                                               ['ipage']) == ''
+
+
+def test_results_of_an_earlier_version_load_or_are_refused(tmp_path):
+  settings = benchmark.Settings(str(tmp_path), 8, 8)
+  old_run = {'task': 'sinewave', 'method': 'ipage', 'seed': 0,
+             'config_digest': 'd', 'source': 'trained',
+             'protocol_a': {'resimulation_error': 1e-3, 'num_invalid': 0},
+             'protocol_b': {'resimulation_error': 2e-3, 'total_s': 1.0,
+                            'inference_s': 0.5, 'localization_s': 0.5}}
+  info = dict(dataclasses.asdict(settings), tasks=['sinewave'],
+              methods=['ipage'], seeds=[0])
+  train.write_json(str(tmp_path / 'results.json'),
+                   {'settings': info, 'runs': [old_run], 'skipped': []})
+  kept = benchmark.earlier_runs(settings, {'sinewave': 'd'}, set())
+  assert kept == [old_run]
+  md = benchmark.format_report({'settings': info, 'runs': kept,
+                                'skipped': []}, [tasks.get('sinewave')])
+  assert '| ipage | 1.00e-03 |' in md
+  assert 'Posterior samples' not in md  # no such numbers in old runs
+  train.write_json(str(tmp_path / 'results.json'), [old_run])
+  with pytest.raises(runner.UsageError, match='not a results file'):
+    benchmark.earlier_runs(settings, {'sinewave': 'd'}, set())
 
 
 def test_sinewave_coverage_table_of_cached_models(smoke):
@@ -415,12 +444,12 @@ def test_solve_ablation_applies_each_setting(smoke):
                                         [0], settings, [1.2, 0.5], 8)
   rows = [r.split('|')[2:4] for r in table.splitlines()[2:]]
   q = np.array([[float(c.split()[0]) for c in row] for row in rows])
-  model = methods.get('ipage').load(
+  model = methods.load_model(
       benchmark.model_path(str(workdir), 'sinewave', 'ipage', 0))
   for j, target in enumerate([1.2, 0.5]):
     t_std = model.y_scaler.forward(np.array([[target]], np.float32))
     drawn = model.x_scaler.inverse(pipeline.sample_posterior(
-        model.inn, model.params, jax.random.PRNGKey(0), t_std, 8,
+        model.net, model.params, jax.random.PRNGKey(0), t_std, 8,
         model.config.solve.sampler)[0])
     expected = np.mean((np.asarray(sinewave.simulate(drawn))[:, 0]
                         - target) ** 2)

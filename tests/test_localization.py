@@ -129,6 +129,28 @@ def test_tol_stops_early_and_freezes_rows():
   np.testing.assert_array_equal(res2.x[0], root)
 
 
+@pytest.mark.parametrize('tol', [None, 1e-6])
+def test_progress_is_reported_and_changes_nothing(tol):
+  calls = []
+  kw = dict(steps=50, learning_rate=0.05, tol=tol)
+  x0 = _x0(4, 3, seed=5)
+  localizer = loc.make_localizer(lambda _, x: _linear(x),
+                                 progress=lambda d, s: calls.append((d, s)),
+                                 **kw)
+  with_progress = localizer(None, x0, _B)
+  jax.effects_barrier()
+  plain = loc.localize(_linear, x0, _B, **kw)
+  np.testing.assert_array_equal(with_progress.x, plain.x)
+  done = sorted({d for d, _ in calls})
+  assert {s for _, s in calls} == {50}
+  assert done[0] == 0 and done[-1] <= int(plain.steps)
+  if tol is None:  # every steps // PROGRESS_UPDATES = 5 steps
+    assert done == list(range(0, 51, 5))
+  with pytest.raises(ValueError, match='progress'):
+    loc.make_localizer(lambda _, x: x, steps=1, learning_rate=1.0,
+                       progress='yes')
+
+
 def test_trace_of_fixed_steps():
   x0 = _x0(4, 3, seed=4)
   res = loc.localize(_linear, x0, _B, steps=50, learning_rate=0.05,

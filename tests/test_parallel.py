@@ -37,7 +37,9 @@ _COMMON = textwrap.dedent("""
     import numpy as np
     import optax
     jax.config.update('jax_numpy_rank_promotion', 'raise')
-    from ipage_jax import localization, parallel, pipeline, training
+    from ipage_jax import data as data_lib
+    from ipage_jax import localization, parallel, pipeline, solving, training
+    from ipage_jax import model as model_lib
 
     A = jnp.array([[1.0, 2.0], [0.5, -1.0], [0.0, 3.0]])
     LINEAR = lambda p, x: x @ p
@@ -150,16 +152,17 @@ _FOUR_DEVICES = textwrap.dedent("""
     except ValueError as e:
       out['batch_error'] = str(e)
 
-    # The pipeline hooks: config.parallel in fit_standardized / solve_with.
+    # The shared phases: config.parallel in training.fit_model and in
+    # solving's localization.
     cfg = pipeline.default_config()
     cfg.train.epochs, cfg.train.batch_size = 3, 16
     fits = {}
     for num in (1, 4):
       cfg.parallel.num_devices = num
-      fits[num] = pipeline.fit_standardized(
-          jax.random.PRNGKey(3), np.asarray(x), np.asarray(y), cfg.train,
-          init_fn=init_mlp, make_loss=lambda total: loss_fn, val_fn=val_fn,
-          fingerprint=None, parallel=cfg.parallel)
+      fits[num] = training.fit_model(
+          jax.random.PRNGKey(3), np.asarray(x), np.asarray(y), cfg,
+          method='mlp', net=None, train_cfg=cfg.train, init_fn=init_mlp,
+          make_loss=lambda total: loss_fn, val_fn=val_fn, fingerprint=None)
     out['fit_loss_maxdiff'] = maxdiff(fits[1].history['loss'],
                                       fits[4].history['loss'])
     out['fit_param_maxdiff'] = maxdiff(fits[1].params['w1'],
@@ -167,30 +170,31 @@ _FOUR_DEVICES = textwrap.dedent("""
     out['fit_params_one_device'] = len(
         fits[4].params['w1'].sharding.device_set) == 1
 
-    class Toy:  # what solve_with needs of a model (identity scalers)
-      x_scaler = y_scaler = type('Id', (), {
-          'forward': staticmethod(lambda a: a),
-          'inverse': staticmethod(lambda a: a)})()
-      x_range = (np.full(3, -4.0, np.float32), np.full(3, 4.0, np.float32))
-      y_range = (np.full(2, -9.0, np.float32), np.full(2, 9.0, np.float32))
-
     def draw(key, t, n, sampler):
       return jax.random.normal(key, (t.shape[0], n, 3))
 
     def linear(net, p, x):
       return x @ p
 
+    identity = lambda d: data_lib.Standardizer(jnp.zeros(d), jnp.ones(d))
+    solver = solving.Solver(draw=draw,
+                            forward=solving.Forward(linear, 'linear', A))
     sols = {}
     for num, chunk in ((1, 0), (4, 6)):
-      Toy.config = pipeline.default_config()
-      Toy.config.solve.localize_steps = 200
-      Toy.config.solve.localize_learning_rate = 0.05
-      Toy.config.parallel.num_devices = num
-      Toy.config.parallel.localize_chunk = chunk
-      sur = pipeline.Surrogate(linear, 'linear', A)
-      sols[(num, chunk)] = pipeline.solve_with(
-          Toy, jax.random.PRNGKey(4), np.stack([Y_STAR, -Y_STAR]), 7, None,
-          draw=draw, surrogate=sur, localize=True)
+      config = pipeline.default_config()
+      config.solve.localize_steps = 200
+      config.solve.localize_learning_rate = 0.05
+      config.parallel.num_devices = num
+      config.parallel.localize_chunk = chunk
+      toy = model_lib.Model(
+          method='linear', net=None, params=A, best_params=A,
+          x_scaler=identity(3), y_scaler=identity(2),
+          x_range=(np.full(3, -4.0, np.float32), np.full(3, 4.0, np.float32)),
+          y_range=(np.full(2, -9.0, np.float32), np.full(2, 9.0, np.float32)),
+          config=config, history={})
+      sols[(num, chunk)] = solving.solve(
+          toy, solver, jax.random.PRNGKey(4), np.stack([Y_STAR, -Y_STAR]), 7,
+          solving.solve_settings(config.solve))
     base = sols[(1, 0)]
     out['solve_maxdiff'] = max(maxdiff(s.x, base.x) for s in sols.values())
     out['solve_shape'] = list(base.x.shape)

@@ -7,7 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ipage_jax import methods
 from ipage_jax import pipeline
+from ipage_jax import ranking
 
 
 @pytest.fixture(scope='module')
@@ -85,19 +87,18 @@ def test_target_checks(model):
 
 
 def test_save_and_load_round_trip(model, tmp_path):
-  path = str(tmp_path / 'model.msgpack')
-  pipeline.save_model(path, model)
-  loaded = pipeline.load_model(path)
+  path = str(tmp_path / 'model')
+  methods.save_model(path, model)
+  loaded = methods.load_model(path)
   x = jnp.array([[12.0, 15.0], [19.0, 11.0]])
-  np.testing.assert_array_equal(loaded.surrogate(x), model.surrogate(x))
+  np.testing.assert_array_equal(pipeline.surrogate(loaded, x),
+                                pipeline.surrogate(model, x))
   np.testing.assert_array_equal(loaded.x_range[0], model.x_range[0])
   assert loaded.config.train.epochs == model.config.train.epochs
   np.testing.assert_array_equal(loaded.history['val_loss'],
                                 model.history['val_loss'])
-  with open(path, 'wb') as f:
-    f.write(b'garbage')
   with pytest.raises(ValueError, match='checkpoint'):
-    pipeline.load_model(path)
+    methods.load_model(str(tmp_path / 'missing'))
 
 
 def test_bad_width_raises():
@@ -115,11 +116,11 @@ def test_latent_moments_and_the_warning_of_a_poor_latent(model, monkeypatch):
   # the columns after y.
   x_std = (x - np.asarray(model.x_scaler.mean)) / np.asarray(
       model.x_scaler.scale)
-  padded = np.zeros((64, model.inn.width), np.float32)
+  padded = np.zeros((64, model.net.width), np.float32)
   padded[:, :2] = x_std
-  out = np.asarray(model.inn.apply(model.params, jnp.asarray(padded))[0],
+  out = np.asarray(model.net.apply(model.params, jnp.asarray(padded))[0],
                    np.float64)
-  z = out[:, 1:1 + model.inn.z_dim]
+  z = out[:, 1:1 + model.net.z_dim]
   np.testing.assert_allclose(mean, z.mean(0), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(std, z.std(0), rtol=1e-4, atol=1e-5)
 
@@ -144,16 +145,16 @@ def test_typicality_ranking_keeps_low_latent_norm_on_the_level_set(model):
   s.oversample, s.rank_by = 3.0, 'typicality'
   key, n, target = jax.random.PRNGKey(5), 8, 3000.0
   t_std = model.y_scaler.forward(jnp.array([[target]]))
-  drawn_std = pipeline.sample_posterior(model.inn, model.params, key, t_std,
+  drawn_std = pipeline.sample_posterior(model.net, model.params, key, t_std,
                                         3 * n, 'lhs')[0]
   drawn = np.asarray(model.x_scaler.inverse(drawn_std))
-  y_sur = np.asarray(model.surrogate(jnp.asarray(drawn)), np.float64)
+  y_sur = np.asarray(pipeline.surrogate(model, jnp.asarray(drawn)), np.float64)
   err_std = ((y_sur[:, 0] - target) / float(model.y_scaler.scale[0])) ** 2
   # Latent norm from the raw network output: columns [y_dim, y_dim + z_dim).
-  padded = np.zeros((3 * n, model.inn.width), np.float32)
+  padded = np.zeros((3 * n, model.net.width), np.float32)
   padded[:, :2] = np.asarray(drawn_std)
-  out = np.asarray(model.inn.apply(model.params, jnp.asarray(padded))[0])
-  z_norm = np.sum(out[:, 1:1 + model.inn.z_dim] ** 2, -1)
+  out = np.asarray(model.net.apply(model.params, jnp.asarray(padded))[0])
+  z_norm = np.sum(out[:, 1:1 + model.net.z_dim] ** 2, -1)
   s.accept_error = float(np.quantile(err_std, 0.75))  # 18 of 24 accepted
   accepted = err_std <= s.accept_error
   order = sorted(range(3 * n), key=lambda i: (
@@ -193,7 +194,7 @@ def test_diverse_subset_matches_the_farthest_point_rule():
   score = rng.uniform(size=40).astype(np.float32)
   accepted = rng.uniform(size=40) < 0.6
   for k in (1, 7, int(accepted.sum()), 30):  # 30: past the accepted ones
-    got = pipeline.diverse_subset(jnp.asarray(x), jnp.asarray(score),
+    got = ranking.diverse_subset(jnp.asarray(x), jnp.asarray(score),
                                   jnp.asarray(accepted), num_keep=k)
     assert list(np.asarray(got)) == _greedy_farthest(x, score, accepted, k)
 
@@ -206,7 +207,7 @@ def test_diversity_ranking_keeps_one_design_per_cluster():
   label = np.array([0] * 10 + [1, 2, 3] * 2)
   x = centers[label] + 0.01 * rng.normal(size=(16, 2)).astype(np.float32)
   score = np.where(label == 0, 0.0, 1.0) + 0.1 * rng.uniform(size=16)
-  got = np.asarray(pipeline.diverse_subset(
+  got = np.asarray(ranking.diverse_subset(
       jnp.asarray(x), jnp.asarray(score, jnp.float32),
       jnp.ones(16, bool), num_keep=4))
   assert sorted(label[got]) == [0, 1, 2, 3]
@@ -223,9 +224,9 @@ def test_solve_with_diversity_ranking(model):
   key, n, target = jax.random.PRNGKey(5), 8, 3000.0
   t_std = model.y_scaler.forward(jnp.array([[target]]))
   drawn_std = np.asarray(pipeline.sample_posterior(
-      model.inn, model.params, key, t_std, 3 * n, 'lhs')[0])
+      model.net, model.params, key, t_std, 3 * n, 'lhs')[0])
   drawn = np.asarray(model.x_scaler.inverse(jnp.asarray(drawn_std)))
-  y_sur = np.asarray(model.surrogate(jnp.asarray(drawn)), np.float64)
+  y_sur = np.asarray(pipeline.surrogate(model, jnp.asarray(drawn)), np.float64)
   err = (y_sur[:, 0] - target) ** 2
   err_std = err / float(model.y_scaler.scale[0]) ** 2
   s.accept_error = float(np.quantile(err_std, 0.75))
@@ -298,11 +299,11 @@ def test_oversample_keeps_the_best_by_surrogate_error(model):
   sols = pipeline.solve(model, key, [3000.0], n, 'lhs', steps=0,
                         learning_rate=1e-3, solve_config=s)
   t_std = model.y_scaler.forward(jnp.array([[3000.0]]))
-  drawn = pipeline.sample_posterior(model.inn, model.params, key, t_std,
+  drawn = pipeline.sample_posterior(model.net, model.params, key, t_std,
                                     2 * n, 'lhs')[0]
   drawn = np.asarray(model.x_scaler.inverse(drawn))
-  err = np.sum((np.asarray(model.surrogate(jnp.asarray(drawn))) - 3000.0)
-               ** 2, -1)
+  err = np.sum((np.asarray(pipeline.surrogate(model, jnp.asarray(drawn)))
+                - 3000.0) ** 2, -1)
   best = drawn[np.sort(np.argsort(err)[:n])]
   np.testing.assert_allclose(sols.x, best, rtol=1e-5)
   np.testing.assert_allclose(sols.x_posterior, best, rtol=1e-5)
@@ -310,7 +311,7 @@ def test_oversample_keeps_the_best_by_surrogate_error(model):
   # Without localization the samples come as drawn: no ranking, no extra.
   plain = pipeline.solve(model, key, [3000.0], n, 'lhs', localize=False,
                          solve_config=s)
-  first = pipeline.sample_posterior(model.inn, model.params, key, t_std, n,
+  first = pipeline.sample_posterior(model.net, model.params, key, t_std, n,
                                     'lhs')[0]
   np.testing.assert_allclose(plain.x, model.x_scaler.inverse(first),
                              rtol=1e-5)
@@ -328,13 +329,13 @@ def test_clip_to_box_ranks_the_projected_candidates(model):
   key, n, target = jax.random.PRNGKey(7), 8, 3000.0
   t_std = model.y_scaler.forward(jnp.array([[target]]))
   drawn = np.asarray(model.x_scaler.inverse(pipeline.sample_posterior(
-      model.inn, model.params, key, t_std, 2 * n, 'lhs')[0]))
+      model.net, model.params, key, t_std, 2 * n, 'lhs')[0]))
   # A box that cuts through the drawn designs in both coordinates.
   lower = np.quantile(drawn, 0.2, axis=0)
   upper = np.quantile(drawn, 0.8, axis=0)
   clipped = np.clip(drawn, lower, upper)
   assert not np.allclose(clipped, drawn)  # the box matters
-  err = np.sum((np.asarray(model.surrogate(jnp.asarray(clipped)))
+  err = np.sum((np.asarray(pipeline.surrogate(model, jnp.asarray(clipped)))
                 - target) ** 2, -1)
   best = clipped[np.sort(np.argsort(err)[:n])]
   sols = pipeline.solve(model, key, [target], n, 'lhs', steps=0,

@@ -4,7 +4,6 @@ import jax
 import numpy as np
 
 from experiments.configs import sinewave as sinewave_config
-from experiments import runner
 from ipage_jax import metrics
 from ipage_jax import pipeline
 from ipage_jax import tasks
@@ -13,7 +12,7 @@ from ipage_jax.tasks import sinewave
 
 def test_quick_settings_cover_at_least_7_of_9_modes():
   config = sinewave_config.get_config()
-  runner.apply_overrides(config, config.quick)
+  config.update(config.quick.to_dict())  # what --quick does
   task = tasks.get('sinewave')
   x, y = task.make_dataset(jax.random.PRNGKey(0), config.data_size or None)
   model = pipeline.fit(jax.random.PRNGKey(1), x, y, config)

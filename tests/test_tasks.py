@@ -159,7 +159,7 @@ def test_sinewave_dataset_matches_formula():
 
 
 def _arm_reference(x):
-  """float64 numpy forward model written from the spec."""
+  """float64 numpy forward model written from the paper's equations."""
   x = np.asarray(x, np.float64)
   l1, l2, l3 = 0.5, 0.5, 1.0
   t1 = x[:, 1]

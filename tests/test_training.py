@@ -8,7 +8,6 @@ import numpy as np
 import optax
 import pytest
 
-from ipage_jax import checkpoint
 from ipage_jax import pipeline
 from ipage_jax import training
 
@@ -45,13 +44,13 @@ def test_fit_cuts_forward_loss_and_normalizes_latent():
   # from the first epoch.
   assert hist['val_loss'].min() < hist['val_loss'][0] / 10
   # Latent: f_z(x) on the data is close to N(0, I).
-  inn = model.inn
+  inn = model.net
   out, _ = inn.apply(model.params, inn.pad_x(model.x_scaler.forward(x)))
   z = np.asarray(inn.split_output(out)[1])
   np.testing.assert_allclose(z.mean(0), 0.0, atol=0.2)
   np.testing.assert_allclose(z.std(0), 1.0, atol=0.25)
   # The surrogate kept for localization is the best-validation one.
-  sur = model.surrogate(jnp.asarray(x))
+  sur = pipeline.surrogate(model, jnp.asarray(x))
   mse = float(jnp.mean((model.y_scaler.forward(sur) -
                         model.y_scaler.forward(jnp.asarray(y))) ** 2))
   assert mse < 2 * hist['val_loss'].min() + 1e-3
@@ -88,29 +87,21 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_mismatched_and_corrupted_checkpoints(tmp_path):
   x, y = _toy_data(256)
   ckpt_dir = str(tmp_path / 'ckpt')
-  pipeline.fit(jax.random.PRNGKey(0), x, y, _tiny_config(2),
+  pipeline.fit(jax.random.PRNGKey(0), x, y, _tiny_config(5),
                checkpoint_dir=ckpt_dir)
-  other = _tiny_config(2)
+  # Saved after epochs 2, 4 and 5 (every 2, and the last); 2 kept.
+  assert sorted(os.listdir(ckpt_dir)) == ['4', '5']
+  other = _tiny_config(5)
   other.train.learning_rate = 1e-2
   with pytest.raises(ValueError, match='different run configuration'):
     pipeline.fit(jax.random.PRNGKey(0), x, y, other, checkpoint_dir=ckpt_dir)
-  path = os.path.join(ckpt_dir, checkpoint.TRAINING_FILE)
-  with open(path, 'wb') as f:
-    f.write(b'\x00not a checkpoint')
+  for root, _, files in os.walk(os.path.join(ckpt_dir, '5')):
+    for name in files:
+      with open(os.path.join(root, name), 'wb') as f:
+        f.write(b'\x00not a checkpoint')
   with pytest.raises(ValueError, match='checkpoint'):
-    pipeline.fit(jax.random.PRNGKey(0), x, y, _tiny_config(2),
+    pipeline.fit(jax.random.PRNGKey(0), x, y, _tiny_config(5),
                  checkpoint_dir=ckpt_dir)
-
-
-def test_checkpoint_shape_mismatch(tmp_path):
-  path = str(tmp_path / 'tree.msgpack')
-  checkpoint.save_pytree(path, {'w': np.zeros((2, 3))}, {'note': 'x'})
-  tree, meta = checkpoint.load_pytree(path, {'w': np.ones((2, 3))})
-  np.testing.assert_array_equal(tree['w'], 0.0)
-  assert meta == {'note': 'x'}
-  with pytest.raises(ValueError, match='shape'):
-    checkpoint.load_pytree(path, {'w': np.ones((3, 3))})
-  assert [p for p in os.listdir(tmp_path) if p.startswith('.tmp')] == []
 
 
 @pytest.mark.parametrize('bad,match', [

@@ -1,4 +1,4 @@
-"""Ballistics (SPEC section 7, third column).
+"""Ballistics (the paper's Table 5, third column).
 
 The paper's Table 5 gives ballistics the same settings as the robot arm, and
 so do we: this is the robot-arm config (see its docstring for where and why

@@ -1,4 +1,4 @@
-"""Sinewave (SPEC section 7, first column)."""
+"""Sinewave (the paper's Table 5, first column)."""
 
 from experiments.configs import default
 
@@ -24,10 +24,9 @@ def get_config():
   # Draw 1.2 N posterior samples and keep the N best by surrogate error:
   # drops the ~1 % that localization leaves at a critical point of f_y.
   c.solve.oversample = 1.2
-  # Keep a spread-out subset of the candidates on the level set (greedy
-  # farthest point), drawn from a pool of at least 200 per target: with
-  # Ns = 25 this covers all 9 modes where the N best by surrogate error
-  # cover 6-8 (docs/results.md, "Mode coverage at Ns = 25").
+  # Keep a spread-out subset of the candidates on the level set, from a
+  # pool of at least 200 per target: all 9 modes even at Ns = 25
+  # (docs/results.md, "Mode coverage at Ns = 25").
   c.solve.rank_by = 'diversity'
   c.solve.min_candidates = 200
   # --quick: about a minute on 2 cores, still covering the 9 modes.

@@ -1,6 +1,6 @@
 r"""INN throughput: forward and inverse samples/s of the robot-arm network.
 
-The network of SPEC section 7 for the robot arm: width 4 (x_dim 4, y_dim 2,
+The robot-arm network of the paper's Table 5: width 4 (x_dim 4, y_dim 2,
 z_dim 2), 6 GLOW coupling blocks with fixed permutations, subnets of 3 Dense
 layers of width 256, LeakyReLU. Its parameters are random with a nonzero
 last subnet layer (--final_init_scale), so the network is not a bare
@@ -44,7 +44,7 @@ _SEED = flags.DEFINE_integer('seed', 0, 'PRNG seed.')
 
 
 def robot_arm_inn(final_init_scale: float) -> flows.INN:
-  """The robot-arm INN of SPEC section 7."""
+  """The robot-arm INN of the paper's Table 5."""
   return flows.INN(x_dim=4, y_dim=2, z_dim=2, num_blocks=6, hidden=256,
                    depth=3, activation='leaky_relu', coupling='glow',
                    clamp=2.0, final_init_scale=final_init_scale)

@@ -14,8 +14,8 @@ Prints the device (name, kind, count) and, measured on it:
    compiled batches of --fem_batch per device (`parallel.map_rows`).
 4. Time to 1,000 solutions per task: each task of --tasks is trained for
    --train_epochs epochs on --data_rows rows with its config (only so that
-   there is a model), then `pipeline.solve(model, key, default_target,
-   1000)` is timed twice: first call (with compilation) and a second call
+   there is a model), then its solve of 1,000 solutions for the default
+   target is timed twice: first call (with compilation) and a second call
    with another key (compiled).
 
 Nothing here is specific to a GPU; `--quick` runs tiny sizes on any machine
@@ -40,9 +40,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments import train
 from ipage_jax import flows
 from ipage_jax import localization
 from ipage_jax import losses
+from ipage_jax import methods
 from ipage_jax import parallel
 from ipage_jax import pipeline
 from ipage_jax import schedules
@@ -175,7 +177,7 @@ def fem_rate(cells: int, batch: int) -> dict:
 
 
 def time_to_solutions(task: str, sizes: dict) -> dict:
-  """Seconds of `pipeline.solve` for N solutions of the task's target."""
+  """Seconds of iPage's solve for N solutions of the task's target."""
   spec = tasks.get(task)
   config = _config(task)
   config.train.epochs = sizes['train_epochs']
@@ -194,16 +196,18 @@ def time_to_solutions(task: str, sizes: dict) -> dict:
   fit_s = time.perf_counter() - start
   n = sizes['num_solutions']
   target = spec.default_target
+  run = train.Run(spec, methods.get('ipage'), config, '')
   times = []
   for k in (2, 3):
     start = time.perf_counter()
-    sols = pipeline.solve(model, jax.random.PRNGKey(k), target, n)
-    times.append((time.perf_counter() - start, sols))
-  (cold, _), (warm, sols) = times
+    _, phases = train.timed_solve(run, model, jax.random.PRNGKey(k), target,
+                                  n, label=task)
+    times.append((time.perf_counter() - start, phases))
+  (cold, _), (warm, phases) = times
   return dict(task=task, rows=rows, fit_s=fit_s, solutions=n,
               steps=config.solve.localize_steps, first_s=cold, warm_s=warm,
-              inference_s=sols.inference_s,
-              localization_s=sols.localization_s)
+              inference_s=phases.inference_s,
+              localization_s=phases.localization_s)
 
 
 def main(argv):

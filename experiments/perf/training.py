@@ -3,7 +3,7 @@ r"""Training speed: jitted JAX train step vs a PyTorch reference, same work.
 One optimizer step = forward pass f(x) + inverse pass f^-1([y, z]) + the
 three losses of the bi-directional objective (L_y fit, L_z latent MMD, L_x
 backward MMD; multi-scale IMQ kernels) + gradient + Adam update, for the
-sinewave and robot-arm networks of SPEC section 7 (GLOW couplings):
+sinewave and robot-arm networks of the paper's Table 5 (GLOW couplings):
 
   sinewave:  x 2, y 1, width 8 (z 7), 4 blocks, subnets 3 x 128 ReLU,
              batch 1024
@@ -81,7 +81,7 @@ _STEPS = flags.DEFINE_integer(
     'epochs).')
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed runs per framework.')
 _DATA_SIZE = flags.DEFINE_integer(
-    'data_size', 10_000, 'Rows of task data (SPEC section 4 size).')
+    'data_size', 10_000, 'Rows of task data (the paper\'s data size).')
 _TORCH = flags.DEFINE_bool('torch', True, 'Also time PyTorch if installed.')
 _TORCH_IMPL = flags.DEFINE_list(
     'torch_impl', ['auto'], 'Torch INNs to time: freia, plain, auto (FrEIA '
@@ -110,7 +110,7 @@ _WEIGHTS = (1.0, 1.0, 1.0)  # (lam_x, lam_y, lam_z) in both frameworks
 
 
 def _robot_arm_config() -> ml_collections.ConfigDict:
-  """SPEC section 7, robot-arm column (used when no config file exists)."""
+  """The paper's Table 5, robot-arm column (used when no config file exists)."""
   c = default_config.get_config()
   c.model.width = 4
   c.model.num_blocks = 6

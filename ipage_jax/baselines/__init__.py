@@ -1,4 +1,4 @@
-"""The methods iPage is compared with (SPEC section 3, paper appendix B).
+"""The methods iPage is compared with (the paper's comparison, its appendix B).
 
 Each module defines a `SPEC` (see `common.Spec`); `ipage_jax.methods`
 registers them as 'mdn', 'cinn', 'cvae' and 'na' next to 'ipage' and 'inn'

@@ -1,12 +1,12 @@
-"""What every baseline shares: one model record, fit / solve / save / load.
+"""What every baseline shares: its settings, fit and solver.
 
 A baseline is a `Spec`: how to build its network, its loss, its validation
-loss and how to draw candidate designs for standardized targets. `as_method`
-turns a Spec into a `methods.Method` whose `fit` trains with the shared loop
-(`pipeline.fit_standardized`), whose `solve` is the shared draw -> localize ->
-keep-best loop (`pipeline.solve_with`), and whose model files are written by
-`pipeline.save_fitted`. So the runner's `--method` flag and the benchmark
-harness treat iPage and every baseline alike.
+loss and how to draw candidate designs for standardized targets.
+`ipage_jax.methods` turns a Spec into a `methods.Method` whose `fit` trains
+with the shared loop (`training.fit_model`) and whose solver plugs into the
+shared draw -> localize -> keep-best loop (`solving.solve`); its models are
+`model.Model` records like iPage's. So the runner's `--method` flag and the
+benchmark harness treat iPage and every baseline alike.
 
 Settings: `config.train` and `config.solve` of the task (the same epochs,
 batch size and learning-rate schedule as iPage), plus a per-method section
@@ -23,49 +23,17 @@ import functools
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from ipage_jax import data as data_lib
 from ipage_jax import flows
+from ipage_jax import model as model_lib
 from ipage_jax import pipeline
+from ipage_jax import solving
 from ipage_jax import training
 
 Array = jax.Array
 Config = ml_collections.ConfigDict
-
-
-class Model(NamedTuple):
-  """A fitted baseline.
-
-  Attributes:
-    method: the method's name.
-    net: the network (a hashable Flax module).
-    params: final parameters.
-    best_params: lowest-validation-loss parameters, used to solve.
-    x_scaler / y_scaler: standardization fitted on the training split.
-    x_range / y_range: (lower, upper) boxes of the training rows.
-    config: the task configuration (with the method's section resolved).
-    history: per-epoch metrics, name -> (epochs,).
-    diverged: training stopped early on a non-finite loss.
-  """
-  method: str
-  net: Any
-  params: Any
-  best_params: Any
-  x_scaler: data_lib.Standardizer
-  y_scaler: data_lib.Standardizer
-  x_range: tuple[np.ndarray, np.ndarray]
-  y_range: tuple[np.ndarray, np.ndarray]
-  config: Config
-  history: dict
-  diverged: bool = False
-
-  @property
-  def num_params(self) -> int:
-    """Trainable scalars of the network."""
-    return flows.num_params(self.best_params)
 
 
 class Spec(NamedTuple):
@@ -85,7 +53,8 @@ class Spec(NamedTuple):
     draw: (model, key, y_std (T, M), n, sampler) -> (T, n, D) standardized
       candidate designs.
     surrogate: optional module-level `apply(net, params, x_std) -> y_std`
-      of a forward model; given, `solve` localizes and ranks through it.
+      of a forward model; given, `solve` localizes and ranks through it,
+      and the drawn candidates are starts, not posterior samples.
   """
   name: str
   description: str
@@ -132,10 +101,7 @@ def section(config: Config, cfg: Config, name: str) -> Config:
 
 def param_budget(config: Config, x_dim: int, y_dim: int) -> int:
   """Parameter count of the task's iPage INN (the budget to match)."""
-  inn = pipeline.build_inn(config, x_dim, y_dim)
-  shapes = jax.eval_shape(inn.init, jax.random.PRNGKey(0),
-                          jnp.zeros((1, inn.width), jnp.float32))
-  return flows.num_params(shapes)
+  return flows.num_params(pipeline.params_template(config, x_dim, y_dim))
 
 
 def count_params(spec: Spec, cfg: Config, x_dim: int, y_dim: int,
@@ -177,7 +143,7 @@ def build(spec: Spec, config: Config, x_dim: int, y_dim: int):
 def fit(spec: Spec, key: Array, x, y, config: Optional[Config] = None, *,
         checkpoint_dir: Optional[str] = None,
         progress: Optional[training.Progress] = None,
-        augment: Optional[pipeline.Augment] = None) -> Model:
+        augment: Optional[training.Augment] = None) -> model_lib.Model:
   """Trains the baseline on (x (n, D), y (n, M)) in original units.
 
   `augment`: as in `pipeline.fit` (a random symmetry of the designs applied
@@ -187,70 +153,37 @@ def fit(spec: Spec, key: Array, x, y, config: Optional[Config] = None, *,
   x, y = data_lib.check_pairs(x, y)
   net, cfg = build(spec, config, x.shape[1], y.shape[1])
   train_cfg = section(config, cfg, 'train')
-  fitted = pipeline.fit_standardized(
-      key, x, y, train_cfg, init_fn=functools.partial(spec.init, net),
+  return training.fit_model(
+      key, x, y, config, method=spec.name, net=net, train_cfg=train_cfg,
+      init_fn=functools.partial(spec.init, net),
       make_loss=lambda total_steps: spec.make_loss(net, cfg),
       val_fn=spec.val(net, cfg),
       fingerprint={'method': spec.name, 'net': cfg.to_dict(),
                    'train': train_cfg.to_dict(), 'x': x.shape,
                    'y': y.shape},
-      checkpoint_dir=checkpoint_dir, progress=progress,
-      parallel=config.get('parallel'), augment=augment)
-  return Model(method=spec.name, net=net, params=fitted.params,
-               best_params=fitted.best_params, x_scaler=fitted.x_scaler,
-               y_scaler=fitted.y_scaler, x_range=fitted.x_range,
-               y_range=fitted.y_range, config=config,
-               history=fitted.history, diverged=fitted.diverged)
+      checkpoint_dir=checkpoint_dir, progress=progress, augment=augment)
 
 
-def solve(spec: Spec, model: Model, key: Array, y_target,
-          num_solutions: int = 1000, sampler: Optional[str] = None, *,
-          solve_config: Optional[Config] = None) -> pipeline.Solutions:
-  """Designs for (M,) or (T, M) targets (see `pipeline.solve_with`).
+def solve_section(spec: Spec, config: Config) -> Config:
+  """The task's `solve` section with the method's overrides."""
+  return section(config, method_config(spec, config), 'solve')
 
-  Methods with a surrogate (NA) localize every candidate through it and keep
-  the best by surrogate error; the others return their samples as drawn.
-  """
-  cfg = method_config(spec, model.config)
-  config = model.config
-  if solve_config is not None:
-    config = Config(model.config.to_dict())
-    config.solve = solve_config
-  surrogate = None
+
+def solver(spec: Spec, model: model_lib.Model) -> solving.Solver:
+  """Phases 2 and 3 of the baseline: its draws; with a surrogate (NA) every
+  candidate is localized through it and the best kept by its error."""
+  forward = None
   if spec.surrogate is not None:
-    surrogate = pipeline.Surrogate(spec.surrogate, model.net,
-                                   model.best_params)
-  return pipeline.solve_with(
-      model, key, y_target, num_solutions, sampler,
-      draw=functools.partial(spec.draw, model), surrogate=surrogate,
-      localize=surrogate is not None,
-      solve_config=section(config, cfg, 'solve'))
+    forward = solving.Forward(spec.surrogate, model.net, model.best_params)
+  return solving.Solver(draw=functools.partial(spec.draw, model),
+                        forward=forward, localize=forward is not None)
 
 
-def save(spec: Spec, path: str, model: Model) -> None:
-  """Writes a fitted baseline to one file (atomically)."""
-  pipeline.save_fitted(path, model, {'final': model.params,
-                                     'best': model.best_params}, spec.name)
-
-
-def load(spec: Spec, path: str) -> Model:
-  """Reads a baseline written by `save`.
-
-  Raises:
-    ValueError: for a missing, corrupted or inconsistent file.
-  """
-
-  def template(config, x_dim, y_dim):
-    net, _ = build(spec, config, x_dim, y_dim)
-    shapes = jax.eval_shape(functools.partial(spec.init, net),
-                            jax.random.PRNGKey(0))
-    return {'final': shapes, 'best': shapes}
-
-  loaded = pipeline.load_fitted(path, spec.name, template)
-  net, _ = build(spec, loaded.config, loaded.x_dim, loaded.y_dim)
-  return Model(method=spec.name, net=net, params=loaded.params['final'],
-               best_params=loaded.params['best'], config=loaded.config,
-               **loaded.common)
+def template(spec: Spec, config: Config, x_dim: int, y_dim: int) -> Any:
+  """The shapes of the baseline's parameters (for loading a model)."""
+  net, _ = build(spec, config, x_dim, y_dim)
+  return jax.eval_shape(functools.partial(spec.init, net),
+                        jax.random.PRNGKey(0))
 
 
 def noisy(x: Array, key: Array, std: float) -> Array:

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from ipage_jax import flows
+from ipage_jax import model as model_lib
 from ipage_jax import sampling
 from ipage_jax.baselines import common
 
@@ -124,7 +125,7 @@ def sample(net: CVAE, params, key: Array, y_std: Array, n: int,
   return x.reshape(num_targets, n, net.x_dim)
 
 
-def draw(model: common.Model, key, y_std, n, sampler):
+def draw(model: model_lib.Model, key, y_std, n, sampler):
   return sample(model.net, model.best_params, key, y_std, n, sampler)
 
 

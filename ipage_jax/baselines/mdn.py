@@ -20,6 +20,7 @@ import ml_collections
 from jax.scipy.special import ndtr
 
 from ipage_jax import flows
+from ipage_jax import model as model_lib
 from ipage_jax import sampling
 from ipage_jax.baselines import common
 
@@ -110,7 +111,7 @@ def sample(net: MixtureNet, params, key: Array, y_std: Array, n: int,
   return chosen(mean) + jnp.exp(chosen(log_std)) * latent[..., 1:]
 
 
-def draw(model: common.Model, key, y_std, n, sampler):
+def draw(model: model_lib.Model, key, y_std, n, sampler):
   return sample(model.net, model.best_params, key, y_std, n, sampler)
 
 

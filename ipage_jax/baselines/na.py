@@ -20,6 +20,7 @@ import ml_collections
 
 from ipage_jax import flows
 from ipage_jax import losses
+from ipage_jax import model as model_lib
 from ipage_jax import sampling
 from ipage_jax.baselines import common
 
@@ -94,7 +95,7 @@ def uniform_starts(key: Array, lower: Array, upper: Array, num_targets: int,
   return lower[None, None] + (upper - lower)[None, None] * u
 
 
-def draw(model: common.Model, key, y_std, n, sampler):
+def draw(model: model_lib.Model, key, y_std, n, sampler):
   lower, upper = (model.x_scaler.forward(jnp.asarray(b, jnp.float32)[None])[0]
                   for b in model.x_range)
   return uniform_starts(key, lower, upper, y_std.shape[0], n, sampler)

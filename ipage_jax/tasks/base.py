@@ -41,6 +41,10 @@ class Task:
       that leaves their properties unchanged (architected: periodic shifts,
       rotations and mirror images of the cell), for data augmentation in
       training (`config.train.augment`); None when the task has none.
+    mode_index: `(..., D) -> (...,)` int index of the solution branch a
+      design lies on, in [0, num_modes) (sinewave: its 9 curves), for mode
+      coverage; None when the task has no such branches.
+    num_modes: number of those branches.
   """
 
   name: str
@@ -58,6 +62,8 @@ class Task:
   y_names: tuple[str, ...] = ()
   extra_targets: tuple[np.ndarray, ...] = ()
   augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None
+  mode_index: Optional[Callable[[jax.Array], jax.Array]] = None
+  num_modes: int = 0
 
   @property
   def bounds(self) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""MoS2 band-gap inverse design on real DFT data (SPEC section 4, mos2).
+"""MoS2 band-gap inverse design on real DFT data (Fung et al. 2021).
 
 Designs x (7): strained monolayer MoS2 cell and applied field,
   a, b, c          lattice constants, Angstrom
@@ -54,8 +54,8 @@ X_DIM = 7
 Y_DIM = 1
 DATA_SIZE = 10_798
 DEFAULT_TARGET = np.array([1.0], np.float32)  # eV
-# Further protocol-B target of the benchmark (SPEC: protocol B at 1.0 and
-# 0.5 eV).
+# Further protocol-B target of the benchmark (protocol B at 1.0 and 0.5 eV;
+# 0.5 eV is the paper's target).
 EXTRA_TARGETS = (np.array([0.5], np.float32),)
 X_NAMES = ('a', 'b', 'c', 'alpha', 'beta', 'gamma', 'E')
 X_UNITS = ('Angstrom', 'Angstrom', 'Angstrom', 'deg', 'deg', 'deg',

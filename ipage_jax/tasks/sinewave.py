@@ -110,4 +110,6 @@ def task() -> base.Task:
       simulator_kind='exact',
       x_names=('x1', 'x2'),
       y_names=('y',),
+      mode_index=mode_index,
+      num_modes=NUM_MODES,
   )
