@@ -150,7 +150,12 @@ def check(config: ml_collections.ConfigDict, workdir: str,
     if config.train.epochs < 1:
       raise UsageError(f'--epochs (train.epochs) must be >= 1, got '
                        f'{config.train.epochs}')
-    method.solve_settings(config)
+    settings = method.solve_settings(config)
+    if settings.forward == 'simulator' and (
+        task.simulate is None or task.simulator_kind != 'exact'):
+      raise UsageError(f"solve.forward='simulator' needs an exact "
+                       f"simulator; task {task.name!r} has "
+                       f"{task.simulator_kind if task.simulate else 'none'}")
     method.build(config, task.x_dim, task.y_dim)
     augmentation(task, config)
     if e.heldout_targets < 0 or not 0 <= e.rt_targets <= e.heldout_targets:
@@ -404,7 +409,8 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
     localization_s: localizing them), compilation included.
   """
   settings = run.method.solve_settings(model.config, solve_config)
-  solver = run.method.solver(model)
+  solver = solving.with_route(run.method.solver(model), model, settings,
+                              run.task.simulate)
   plan = solving.make_plan(model, solver, y_target, num_solutions, settings)
   rows = plan.targets.shape[0] * plan.num_draw
   start = time.perf_counter()

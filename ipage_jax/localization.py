@@ -102,6 +102,18 @@ def boundary_loss(x: Array, lower: ArrayLike, upper: ArrayLike) -> Array:
   return jnp.sum(jax.nn.relu(excess), axis=-1)
 
 
+def binary_penalty(x: Array, lower: ArrayLike, upper: ArrayLike) -> Array:
+  """(n,) 4 mean(u (1 - u)) of x (n, D) scaled to the box, u in [0, 1].
+
+  0 when every coordinate sits on a face of the box (a binary design), 1
+  when all sit at its centre; the localizer's `binarize_weight` ramps it in
+  (a continuation towards designs that a threshold changes little).
+  """
+  lower, upper = jnp.asarray(lower, x.dtype), jnp.asarray(upper, x.dtype)
+  u = jnp.clip((x - lower[None, :]) / (upper - lower)[None, :], 0.0, 1.0)
+  return 4.0 * jnp.mean(u * (1.0 - u), axis=-1)
+
+
 def make_localizer(
     apply_fn: ApplyFn,
     *,
@@ -113,13 +125,15 @@ def make_localizer(
     trace: bool = False,
     unroll: Union[int, bool] = 1,
     progress: Optional[Progress] = None,
+    binarize_weight: float = 0.0,
 ) -> Callable[[Any, ArrayLike, ArrayLike], LocalizeResult]:
   """Binds the settings of a batched Adam localization; returns a function.
 
   Per row i the objective is
 
     L_i(x) = ||apply_fn(params, x)_i - y*_i||^2
-             + boundary_weight * boundary_loss(x, lower, upper)_i,
+             + boundary_weight * boundary_loss(x, lower, upper)_i
+             + (k / steps) binarize_weight * binary_penalty(x, lower, upper)_i
 
   minimized by Adam (optax defaults b1=0.9, b2=0.999, eps=1e-8, as
   torch.optim.Adam) on the sum over rows, which equals n independent Adam
@@ -147,6 +161,9 @@ def make_localizer(
       PROGRESS_UPDATES times, e.g. to log an ETA; it does not change the
       designs. Part of the compiled program: pass the same object to reuse
       a compiled localizer.
+    binarize_weight: final weight of `binary_penalty` (needs `bounds`),
+      ramped linearly from 0 at the first update k = 1 to this at the last;
+      0: off.
 
   Returns:
     A jitted `localizer(params, x0 (n, D), y_target (M,) or (n, M)) ->
@@ -157,7 +174,7 @@ def make_localizer(
     (e.g. `.compile()` ahead of time, or `.cost_analysis()`).
   """
   settings = _settings(steps, learning_rate, bounds, boundary_weight, tol,
-                       trace, unroll, progress)
+                       trace, unroll, progress, binarize_weight)
 
   @jax.jit
   def run(params, x0, y_target):
@@ -187,6 +204,7 @@ def localize(
     trace: bool = False,
     unroll: Union[int, bool] = 1,
     progress: Optional[Progress] = None,
+    binarize_weight: float = 0.0,
 ) -> LocalizeResult:
   """Localizes every row of x0 towards y_target by batched Adam.
 
@@ -200,7 +218,7 @@ def localize(
     x0: (n, D) starting designs.
     y_target: (M,) one target for all rows, or (n, M) one per row.
     steps, learning_rate, bounds, boundary_weight, tol, trace, unroll,
-      progress: see `make_localizer`.
+      progress, binarize_weight: see `make_localizer`.
 
   Returns:
     A `LocalizeResult`.
@@ -211,7 +229,7 @@ def localize(
       settings.
   """
   settings = _settings(steps, learning_rate, bounds, boundary_weight, tol,
-                       trace, unroll, progress)
+                       trace, unroll, progress, binarize_weight)
   _check_finite(x0=x0, y_target=y_target)
   apply_fn = lambda _, x: forward_fn(x)
   x0, y = _prepare(apply_fn, None, x0, y_target, settings['bounds'])
@@ -237,7 +255,7 @@ def _check_finite(**arrays: ArrayLike) -> None:
 
 
 def _settings(steps, learning_rate, bounds, boundary_weight, tol, trace,
-              unroll, progress) -> dict[str, Any]:
+              unroll, progress, binarize_weight=0.0) -> dict[str, Any]:
   """Checks the hyperparameters; returns them as keyword arguments."""
   if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
     raise ValueError(f'steps must be an int, got {steps!r}')
@@ -252,6 +270,11 @@ def _settings(steps, learning_rate, bounds, boundary_weight, tol, trace,
     raise ValueError(f'boundary_weight must be >= 0, got {boundary_weight!r}')
   if tol is not None and not float(tol) > 0:
     raise ValueError(f'tol must be > 0 or None, got {tol!r}')
+  if not float(binarize_weight) >= 0:
+    raise ValueError(f'binarize_weight must be >= 0, got {binarize_weight!r}')
+  if binarize_weight and bounds is None:
+    raise ValueError('binarize_weight needs bounds (the box whose faces '
+                     'are the binary values)')
   if progress is not None and not callable(progress):
     raise ValueError(f'progress must be callable or None, got {progress!r}')
   if bounds is not None:
@@ -267,7 +290,8 @@ def _settings(steps, learning_rate, bounds, boundary_weight, tol, trace,
   return dict(steps=int(steps), learning_rate=learning_rate, bounds=bounds,
               boundary_weight=float(boundary_weight),
               tol=None if tol is None else float(tol), trace=bool(trace),
-              unroll=unroll, progress=progress)
+              unroll=unroll, progress=progress,
+              binarize_weight=float(binarize_weight))
 
 
 def _prepare(apply_fn: ApplyFn, params: Any, x0: ArrayLike,
@@ -308,7 +332,8 @@ def _prepare(apply_fn: ApplyFn, params: Any, x0: ArrayLike,
 def _localize(apply_fn: ApplyFn, params: Any, x0: Array, y: Array, *,
               steps: int, learning_rate, bounds: Optional[Bounds],
               boundary_weight: float, tol: Optional[float], trace: bool,
-              unroll, progress: Optional[Progress]) -> LocalizeResult:
+              unroll, progress: Optional[Progress],
+              binarize_weight: float) -> LocalizeResult:
   """Runs Adam on all rows; shapes already checked (x0 (n, D), y (n, M))."""
   if bounds is not None:
     lower = jnp.asarray(bounds[0], x0.dtype)
@@ -321,9 +346,13 @@ def _localize(apply_fn: ApplyFn, params: Any, x0: Array, y: Array, *,
       return sq_err, jnp.zeros_like(sq_err)
     return sq_err, boundary_loss(x, lower, upper)
 
-  def objective(x):
+  def objective(x, k):
+    """Sum over rows at update k (1-based) and the per-row terms."""
     sq_err, bd = terms(x)
     per_row = sq_err if bounds is None else sq_err + boundary_weight * bd
+    if binarize_weight:
+      ramp = binarize_weight * k.astype(x.dtype) / max(steps, 1)
+      per_row = per_row + ramp * binary_penalty(x, lower, upper)
     # A sum, not a mean: row i's gradient is that of its own loss.
     return jnp.sum(per_row), (sq_err, per_row)
 
@@ -334,7 +363,7 @@ def _localize(apply_fn: ApplyFn, params: Any, x0: Array, y: Array, *,
   if tol is None:
     def body(carry, done):
       x, state = carry
-      grads, (sq_err, _) = grad_fn(x)
+      grads, (sq_err, _) = grad_fn(x, done)
       updates, state = opt.update(grads, state, x)
       x = optax.apply_updates(x, updates)
       if progress is not None:
@@ -343,7 +372,7 @@ def _localize(apply_fn: ApplyFn, params: Any, x0: Array, y: Array, *,
 
     if progress is not None:
       _report(progress, jnp.asarray(0, jnp.int32), steps)
-    done = None if progress is None else jnp.arange(1, steps + 1)
+    done = jnp.arange(1, steps + 1, dtype=jnp.int32)
     (x, _), mean_loss = jax.lax.scan(body, (x0, opt_state), done,
                                      length=steps, unroll=unroll)
     taken = jnp.asarray(steps, jnp.int32)
@@ -386,7 +415,7 @@ def _while(grad_fn, opt, x0, opt_state, steps, tol, trace, progress):
 
   def body(carry):
     k, x, state, _, mean_loss = carry
-    grads, (sq_err, per_row) = grad_fn(x)
+    grads, (sq_err, per_row) = grad_fn(x, k + 1)
     active = per_row >= tol
     done = jnp.logical_not(jnp.any(active))
     updates, new_state = opt.update(grads, state, x)
@@ -409,5 +438,5 @@ def _while(grad_fn, opt, x0, opt_state, steps, tol, trace, progress):
   return x, taken, mean_loss
 
 
-__all__: Sequence[str] = ('LocalizeResult', 'boundary_loss', 'localize',
-                          'make_localizer')
+__all__: Sequence[str] = ('LocalizeResult', 'binary_penalty',
+                          'boundary_loss', 'localize', 'make_localizer')

@@ -72,11 +72,13 @@ class Method(NamedTuple):
 
   def solve(self, model: model_lib.Model, key: jax.Array, y_target,
             num_solutions: int = 1000, sampler: Optional[str] = None, *,
-            solve_config: Optional[Config] = None) -> solving.Solutions:
-    """Designs for (M,) or (T, M) targets (see `solving.solve`)."""
+            solve_config: Optional[Config] = None,
+            simulate: Optional[Callable] = None) -> solving.Solutions:
+    """Designs for (M,) or (T, M) targets (see `solving.solve`; `simulate`
+    is the task's simulator for `solve.forward='simulator'`)."""
     settings = self.solve_settings(model.config, solve_config, sampler)
     return solving.solve(model, self.solver(model), key, y_target,
-                         num_solutions, settings)
+                         num_solutions, settings, simulate=simulate)
 
 
 def _ipage(name: str, localize: bool, description: str) -> Method:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -123,6 +123,18 @@ def default_config() -> ml_collections.ConfigDict:
   # least this many candidates per target, a pool to spread the N over
   # (0: just oversample x N).
   c.solve.min_candidates = 0
+  # What localization descends and ranking scores: 'surrogate' (the learned
+  # f_y) or 'simulator' (the task's differentiable simulator; every Adam
+  # step then simulates every candidate).
+  c.solve.forward = 'surrogate'
+  # Binary designs: snap every coordinate of the solutions (and of the
+  # posterior samples) to the nearer face of the box before ranking (the
+  # architected cells: solid or void). `binarize_weight` ramps a penalty
+  # 4 u (1 - u) on the box-scaled designs into localization, from 0 to this
+  # weight at the last step, so the designs move towards binary values
+  # while they are localized (0: threshold only).
+  c.solve.binarize = False
+  c.solve.binarize_weight = 0.0
 
   # Several devices (BUILD.md): data-parallel training (the batch is split
   # over the devices, batch_size must be a multiple of their count) and
@@ -367,7 +379,8 @@ def solve(model: model_lib.Model, key: Array, y_target,
           localize: bool = True, steps: Optional[int] = None,
           learning_rate: Optional[float] = None,
           bounds: Optional[tuple[Any, Any]] = None,
-          solve_config: Optional[ml_collections.ConfigDict] = None
+          solve_config: Optional[ml_collections.ConfigDict] = None,
+          simulate: Optional[Callable[[Array], Array]] = None
           ) -> solving.Solutions:
   """Phases 2 and 3: many designs x with f_y(x) = y* for each target.
 
@@ -386,6 +399,9 @@ def solve(model: model_lib.Model, key: Array, y_target,
     solve_config: settings replacing the model's `config.solve` (see
       `default_config`: sampler, localization, oversampling, clipping to the
       box and the ranking of the kept candidates).
+    simulate: the task's differentiable simulator (n, D) -> (n, M),
+      original units, for `solve.forward='simulator'`: localization then
+      descends the simulator instead of the surrogate f_y.
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
@@ -396,4 +412,4 @@ def solve(model: model_lib.Model, key: Array, y_target,
       localize_learning_rate=learning_rate,
       localize_final_learning_rate=learning_rate)
   return solving.solve(model, solver(model, localize), key, y_target,
-                       num_solutions, settings, bounds)
+                       num_solutions, settings, bounds, simulate)

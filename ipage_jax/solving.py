@@ -14,8 +14,8 @@ is the composition of four steps that callers may also run one by one
 A method enters as a `Solver`: how it draws candidates for standardized
 targets, and the differentiable forward model that localization descends
 and ranking scores (`Forward`, any `apply(net, params, x_std) -> y_std`:
-today a learned surrogate; a true simulator wrapped in the scalers fits
-the same slot).
+the method's learned surrogate, or with `solve.forward='simulator'` the
+task's differentiable simulator wrapped in the scalers, `with_route`).
 """
 
 from __future__ import annotations
@@ -54,6 +54,12 @@ class SolveSettings(NamedTuple):
   rank_by: str
   accept_error: float
   min_candidates: int
+  forward: str
+  binarize: bool
+  binarize_weight: float
+
+
+FORWARDS = ('surrogate', 'simulator')
 
 
 def _is_int(v) -> bool:
@@ -83,6 +89,9 @@ _CHECKS = {
     'rank_by': (lambda v: v in ranking.NAMES, f'one of {ranking.NAMES}'),
     'accept_error': (_non_negative, '>= 0'),
     'min_candidates': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
+    'forward': (lambda v: v in FORWARDS, f'one of {FORWARDS}'),
+    'binarize': (lambda v: isinstance(v, (bool, np.bool_)), 'True or False'),
+    'binarize_weight': (_non_negative, '>= 0'),
 }
 
 
@@ -125,6 +134,42 @@ class Forward(NamedTuple):
   apply: Callable[[Any, Any, Array], Array]
   net: Any
   params: Any
+
+
+def _simulated(simulate: Callable[[Array], Array], scalers, x_std: Array
+               ) -> Array:
+  """A simulator in original units as `apply(net, params, x_std) -> y_std`."""
+  x_scaler, y_scaler = scalers
+  return y_scaler.forward(simulate(x_scaler.inverse(x_std)))
+
+
+def simulator_forward(model: model_lib.Model,
+                      simulate: Callable[[Array], Array]) -> Forward:
+  """`simulate` ((n, D) -> (n, M), original units, differentiable) as the
+  forward model of localization and ranking, in the model's standardized
+  units (`solve.forward='simulator'`)."""
+  return Forward(_simulated, simulate, (model.x_scaler, model.y_scaler))
+
+
+def with_route(solver: 'Solver', model: model_lib.Model,
+               settings: SolveSettings,
+               simulate: Optional[Callable[[Array], Array]]) -> 'Solver':
+  """The solver whose forward model is the one `settings.forward` names.
+
+  'surrogate': the method's own (a learned model); 'simulator': the
+  differentiable true simulator `simulate`, which localization then
+  descends and ranking scores directly (every Adam step simulates every
+  candidate once, with its gradient).
+
+  Raises:
+    ValueError: 'simulator' without a `simulate` function.
+  """
+  if settings.forward == 'surrogate':
+    return solver
+  if simulate is None:
+    raise ValueError("solve.forward='simulator' needs the task's "
+                     'differentiable simulator (simulate=...)')
+  return solver._replace(forward=simulator_forward(model, simulate))
 
 
 class Solver(NamedTuple):
@@ -277,6 +322,16 @@ def _project(plan: Plan, x: Array) -> Array:
                   jnp.broadcast_to(plan.upper, x.shape))
 
 
+def _binarize(plan: Plan, x: Array) -> Array:
+  """`solve.binarize`: every coordinate of x (..., D) standardized to the
+  nearer face of the box (e.g. densities in [0, 1] thresholded at 0.5)."""
+  if not plan.settings.binarize:
+    return x
+  lo = jnp.broadcast_to(plan.lower, x.shape)
+  hi = jnp.broadcast_to(plan.upper, x.shape)
+  return jnp.where(x >= 0.5 * (lo + hi), hi, lo)
+
+
 def draw_candidates(solver: Solver, key: Array, plan: Plan) -> Array:
   """Phase 2: (T, num_draw, D) standardized candidates."""
   return _project(plan, solver.draw(key, plan.targets_std, plan.num_draw,
@@ -299,14 +354,14 @@ def localize_candidates(solver: Solver, plan: Plan, x_draw: Array,
   s = plan.settings
   flat_t = jnp.repeat(plan.targets_std, plan.num_draw, axis=0)
   box = None
-  if s.boundary_weight > 0:
+  if s.boundary_weight > 0 or s.binarize_weight > 0:
     box = (tuple(plan.lower.tolist()), tuple(plan.upper.tolist()))
   forward = solver.forward
   localizer = _localizer(forward.apply, forward.net, s.localize_steps,
                          s.localize_learning_rate,
                          s.localize_final_learning_rate, box,
                          s.boundary_weight, float(s.localize_tol) or None,
-                         progress)
+                         progress, float(s.binarize_weight))
   if plan.mesh is None and plan.chunk == 0:
     result = localizer(forward.params, flat_x, flat_t)
   else:  # rows split over devices / hosts, in chunks
@@ -323,7 +378,8 @@ def _localizer(apply: Callable, net: Any, steps: int, learning_rate: float,
                final_learning_rate: float,
                box: Optional[tuple[tuple[float, ...], tuple[float, ...]]],
                boundary_weight: float, tol: Optional[float],
-               progress: Optional[localization.Progress]):
+               progress: Optional[localization.Progress],
+               binarize_weight: float = 0.0):
   """A compiled localizer per setting, reused across `solve` calls.
 
   The Adam step size decays from `learning_rate` to `final_learning_rate`
@@ -337,7 +393,7 @@ def _localizer(apply: Callable, net: Any, steps: int, learning_rate: float,
   return localization.make_localizer(
       functools.partial(apply, net), steps=steps, learning_rate=schedule,
       bounds=box, boundary_weight=boundary_weight, tol=tol,
-      progress=progress)
+      progress=progress, binarize_weight=binarize_weight)
 
 
 def select_solutions(model: model_lib.Model, solver: Solver, plan: Plan,
@@ -345,7 +401,8 @@ def select_solutions(model: model_lib.Model, solver: Solver, plan: Plan,
   """Ranks the candidates (`ranking`), keeps N per target, packs them."""
   num_targets, num_draw = plan.targets.shape[0], plan.num_draw
   d = x_draw.shape[-1]
-  flat_x = moved.x
+  flat_x = _binarize(plan, moved.x)
+  x_draw = _binarize(plan, x_draw)
   repeat_targets = jnp.repeat(jnp.asarray(plan.targets), num_draw, 0)
   if solver.forward is None:
     y_sur = jnp.full(repeat_targets.shape, jnp.nan)
@@ -397,7 +454,8 @@ def _rank(model: model_lib.Model, solver: Solver, plan: Plan, flat_x: Array,
 
 def solve(model: model_lib.Model, solver: Solver, key: Array, y_target,
           num_solutions: int, settings: SolveSettings,
-          bounds: Optional[tuple[Any, Any]] = None) -> Solutions:
+          bounds: Optional[tuple[Any, Any]] = None,
+          simulate: Optional[Callable[[Array], Array]] = None) -> Solutions:
   """Designs for (M,) or (T, M) targets: draw, localize, keep the best.
 
   Args:
@@ -411,16 +469,22 @@ def solve(model: model_lib.Model, solver: Solver, key: Array, y_target,
       acceptance and of `clip_to_box`, original units (default: the
       training box).
 
+    simulate: the task's differentiable simulator, (n, D) -> (n, M) in
+      original units; used (and required) with `solve.forward='simulator'`.
+
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
+    With `solve.binarize` both `x` and `x_posterior` are binary designs
+    (each coordinate on a face of the box) and are ranked as such.
   """
+  solver = with_route(solver, model, settings, simulate)
   plan = make_plan(model, solver, y_target, num_solutions, settings, bounds)
   x_draw = draw_candidates(solver, key, plan)
   moved = localize_candidates(solver, plan, x_draw)
   return select_solutions(model, solver, plan, x_draw, moved)
 
 
-__all__ = ('Draw', 'Forward', 'Localized', 'Plan', 'SolveSettings', 'Solutions',
-           'Solver', 'check_targets', 'draw_candidates',
-           'localize_candidates', 'make_plan', 'select_solutions', 'solve',
-           'solve_settings')
+__all__ = ('Draw', 'FORWARDS', 'Forward', 'Localized', 'Plan', 'SolveSettings',
+           'Solutions', 'Solver', 'check_targets', 'draw_candidates',
+           'localize_candidates', 'make_plan', 'select_solutions',
+           'simulator_forward', 'solve', 'solve_settings', 'with_route')

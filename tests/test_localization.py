@@ -259,3 +259,28 @@ def test_forward_with_wrong_output_rank_raises():
   with pytest.raises(ValueError, match='forward_fn must map'):
     loc.localize(lambda x: jnp.sum(x, axis=-1), np.zeros((2, 3)),
                  np.zeros(1), steps=1, learning_rate=0.1)
+
+
+def test_binarize_weight_pushes_rows_to_the_nearer_face_of_the_box():
+  """A forward model already at its target: only the penalty moves x."""
+  x0 = jnp.array([[0.3, 0.8], [0.6, 0.1]])
+  box = (jnp.zeros(2), jnp.ones(2))
+  flat = lambda x: jnp.zeros((x.shape[0], 1))
+  plain = loc.localize(flat, x0, jnp.zeros(1), steps=200,
+                                learning_rate=1e-2, bounds=box)
+  np.testing.assert_array_equal(plain.x, x0)  # zero gradient: no move
+  res = loc.localize(flat, x0, jnp.zeros(1), steps=200,
+                              learning_rate=1e-2, bounds=box,
+                              binarize_weight=1.0)
+  # 4 u (1 - u) is symmetric about 1/2: each coordinate heads for the face
+  # it started nearer to, and ends closer to it than it started.
+  np.testing.assert_array_equal(np.asarray(res.x) > 0.5, np.asarray(x0) > 0.5)
+  start = np.asarray(loc.binary_penalty(x0, *box))
+  end = np.asarray(loc.binary_penalty(res.x, *box))
+  assert np.all(end < 0.5 * start)
+  np.testing.assert_allclose(
+      loc.binary_penalty(jnp.array([[0.0, 1.0], [0.5, 0.5]]), *box),
+      [0.0, 1.0])
+  with pytest.raises(ValueError, match='binarize_weight needs bounds'):
+    loc.localize(flat, x0, jnp.zeros(1), steps=2,
+                          learning_rate=1e-2, binarize_weight=1.0)
