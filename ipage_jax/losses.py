@@ -210,7 +210,8 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
                        unbiased: bool = False, y_noise: float = 0.0,
                        pad_noise: float = 0.0, ml_sigma: float = 0.1,
                        pad_weight: float = 1.0, rec_weight: float = 0.0,
-                       rec_noise: float = 0.0, backward_y_width: float = 0.0):
+                       rec_noise: float = 0.0, backward_y_width: float = 0.0,
+                       x_noise: float = 0.0):
   """The INN training loss `loss_fn(params, x, y, key, step) -> (loss, aux)`.
 
   objective='mmd' is iPage's dynamic bi-directional loss
@@ -242,6 +243,9 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
       term asks that y and z alone determine x (Ardizzone et al. 2019, the
       reconstruction term of their training code). 0: off.
     rec_noise: std of the perturbation of y and z in L_rec.
+    x_noise: std of Gaussian noise added to the training x (standardized
+      units; dequantizes discrete designs such as binary cells, whose
+      density is otherwise degenerate for maximum likelihood). 0: off.
     backward_y_width: > 0 makes L_x the y-weighted MMD of `backward_loss`
       (kernel width in standardized y units): posterior against posterior
       rather than marginal against marginal. 0: the paper's marginal L_x.
@@ -264,7 +268,9 @@ def make_inn_objective(inn, weights_fn, *, objective: str = 'mmd',
     return v + jnp.where(mask, noise, 0.0)
 
   def loss_fn(params, x, y, key, step):
-    k_pad, k_y, k_z, k_back, k_rec = jax.random.split(key, 5)
+    k_pad, k_y, k_z, k_back, k_rec, k_x = jax.random.split(key, 6)
+    if x_noise:
+      x = x + x_noise * jax.random.normal(k_x, x.shape, x.dtype)
     v = noisy_pad(inn.pad_x(x), inn.x_dim, k_pad)
     out, log_det = inn.apply(params, v)
     y_pred, z_pred, rest = inn.split_output(out)

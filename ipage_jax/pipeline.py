@@ -92,6 +92,7 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.backward_y_width = 0.0
   c.train.mmd_widths = (0.2, 0.5, 0.9, 1.3)
   c.train.y_noise = 0.0              # std, standardized y units
+  c.train.x_noise = 0.0              # std, standardized x (dequantization)
   c.train.pad_noise = 0.01           # std in zero-padding columns
   c.train.ml_sigma = 0.1             # eq. 12 sigma (objective='ml')
   c.train.checkpoint_every = 50      # epochs
@@ -268,7 +269,8 @@ def fit(key: Array, x, y, config: Optional[ml_collections.ConfigDict] = None,
         y_noise=t.y_noise, pad_noise=t.pad_noise, ml_sigma=t.ml_sigma,
         pad_weight=t.get('lambda_pad', 1.0),
         rec_weight=t.get('lambda_rec', 0.0), rec_noise=t.get('rec_noise', 0.0),
-        backward_y_width=t.get('backward_y_width', 0.0))
+        backward_y_width=t.get('backward_y_width', 0.0),
+        x_noise=t.get('x_noise', 0.0))
 
   model = training.fit_model(
       key, x, y, config, method=NAME, net=inn, train_cfg=t,

@@ -138,3 +138,21 @@ def test_conditional_mmd_sees_what_the_marginal_mmd_cannot():
       losses.mmd(shuffled[:10], x[:10]), rtol=1e-6)
   with pytest.raises(ValueError, match='weights'):
     losses.mmd(x, x[:10], weights=w)
+
+
+def test_x_noise_dequantizes_the_training_designs():
+  """Identity start: f_y(x) = x1, so with y = x1 the fit loss is the noise's
+  variance: E (sigma eps)^2 = sigma^2 (chi-square, 5 standard errors)."""
+  inn = flows.INN(x_dim=2, y_dim=1, z_dim=1, num_blocks=1, hidden=8)
+  x = jax.random.normal(jax.random.PRNGKey(0), (4096, 2))
+  y = x[:, :1]
+  params = inn.init(jax.random.PRNGKey(1), x)
+  weights = schedules.bidirectional_weights(100)
+  sigma = 0.3
+  clean = losses.make_inn_objective(inn, weights)
+  noisy = losses.make_inn_objective(inn, weights, x_noise=sigma)
+  key = jax.random.PRNGKey(2)
+  np.testing.assert_allclose(clean(params, x, y, key, 0)[1]['l_y'], 0.0,
+                             atol=1e-6)
+  l_y = float(noisy(params, x, y, key, 0)[1]['l_y'])
+  assert abs(l_y - sigma**2) < 5 * sigma**2 * np.sqrt(2 / 4096)
