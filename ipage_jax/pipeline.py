@@ -136,6 +136,10 @@ def default_config() -> ml_collections.ConfigDict:
   # while they are localized (0: threshold only).
   c.solve.binarize = False
   c.solve.binarize_weight = 0.0
+  # iPage: draw N / posterior_keep latent vectors per target and keep the
+  # N posterior samples whose inverse padding is smallest (1: all; needs an
+  # INN wider than x; see `sample_posterior`). Other methods ignore it.
+  c.solve.posterior_keep = 1.0
 
   # Several devices (BUILD.md): data-parallel training (the batch is split
   # over the devices, batch_size must be a multiple of their count) and
@@ -324,9 +328,16 @@ def _latent(inn: flows.INN, params: Any, x_std: Array) -> Array:
 
 
 def sample_posterior(inn: flows.INN, params, key: Array, y_target: Array,
-                     num_solutions: int, sampler: str = 'maximin_lhs'
-                     ) -> Array:
-  """Phase 2: x = f^-1([y*, z]) for space-filling z; standardized units.
+                     num_solutions: int, sampler: str = 'maximin_lhs',
+                     keep: float = 1.0) -> Array:
+  """Phase 2: x = f^-1([y*, z, 0]) for space-filling z; standardized units.
+
+  With `keep` < 1 (an INN wider than x), ceil(N / keep) latent vectors are
+  drawn per target (one space-filling design) and the N whose inverse
+  padding columns (dropped from the designs) are smallest are kept: the
+  padding inputs of the training data were ~0, so a large one marks a draw
+  that the network maps off its data, where f_y has never been fitted
+  (docs/results.md, "The INN posterior").
 
   Args:
     inn: the network.
@@ -335,21 +346,36 @@ def sample_posterior(inn: flows.INN, params, key: Array, y_target: Array,
     y_target: (T, M) standardized targets.
     num_solutions: N samples per target.
     sampler: latent design, see `sampling.get_sampler`.
+    keep: share of the latent draws kept, in (0, 1].
 
   Returns:
-    (T, N, D) posterior samples in standardized units.
+    (T, N, D) posterior samples in standardized units, in the order drawn.
   """
   num_targets = y_target.shape[0]
-  z = sampling.sample_latent_per_target(key, num_targets, num_solutions,
-                                        inn.z_dim, sampler)  # (T, N, K)
+  num_draw = int(np.ceil(num_solutions / keep))
+  z = sampling.sample_latent_per_target(key, num_targets, num_draw,
+                                        inn.z_dim, sampler)  # (T, n, K)
   y_rep = jnp.broadcast_to(y_target[:, None, :],
-                           (num_targets, num_solutions, inn.y_dim))
+                           (num_targets, num_draw, inn.y_dim))
   v = inn.join_yz(y_rep.reshape(-1, inn.y_dim), z.reshape(-1, inn.z_dim))
-  x = inn.split_input(inn.apply(params, v, method='inverse')[0])[0]
-  return x.reshape(num_targets, num_solutions, inn.x_dim)
+  x, pad = inn.split_input(inn.apply(params, v, method='inverse')[0])
+  x = x.reshape(num_targets, num_draw, inn.x_dim)
+  if num_draw == num_solutions:
+    return x
+  pad_norm = jnp.sum(jnp.square(pad), -1).reshape(num_targets, num_draw)
+  rows = jnp.sort(jnp.argsort(pad_norm, axis=1)[:, :num_solutions], axis=1)
+  return jnp.take_along_axis(x, rows[..., None], axis=1)
 
 
-_sample_jit = jax.jit(sample_posterior, static_argnums=(0, 4, 5))
+def check_posterior_keep(inn, keep: float) -> None:
+  """`solve.posterior_keep` < 1 needs padding columns to rank the draws."""
+  if keep < 1 and inn.width == inn.x_dim:
+    raise ValueError(
+        f'solve.posterior_keep={keep} ranks draws by their inverse padding, '
+        f'but this INN has none (width {inn.width} = x_dim); use 1.0')
+
+
+_sample_jit = jax.jit(sample_posterior, static_argnums=(0, 4, 5, 6))
 
 
 def forward_y(inn: flows.INN, params, x_std: Array) -> Array:
@@ -364,12 +390,18 @@ def surrogate(model: model_lib.Model, x: Array) -> Array:
                                           x_std))
 
 
+def _draw(inn, params, key, y_std, n, settings: solving.SolveSettings):
+  check_posterior_keep(inn, settings.posterior_keep)
+  return _sample_jit(inn, params, key, y_std, n, settings.sampler,
+                     float(settings.posterior_keep))
+
+
 def solver(model: model_lib.Model, localize: bool = True) -> solving.Solver:
   """iPage's phases 2 and 3 for `model` (`localize=False`: the INN
   baseline, posterior samples as drawn)."""
   inn, params = model.net, model.params
   return solving.Solver(
-      draw=lambda k, t, n, smp: _sample_jit(inn, params, k, t, n, smp),
+      draw=lambda k, t, n, s: _draw(inn, params, k, t, n, s),
       forward=solving.Forward(forward_y, inn, model.best_params),
       typicality=lambda x_std: jnp.sum(
           jnp.square(_latent(inn, params, x_std)), -1),

@@ -37,8 +37,9 @@ from ipage_jax import ranking
 from ipage_jax import sampling
 
 Array = jax.Array
-# draw(key, y_std (T, M), n, sampler) -> (T, n, D) standardized designs.
-Draw = Callable[[Array, Array, int, str], Array]
+# draw(key, y_std (T, M), n, settings) -> (T, n, D) standardized designs
+# (`settings`: the `SolveSettings`, e.g. its latent `sampler`).
+Draw = Callable[[Array, Array, int, 'SolveSettings'], Array]
 
 
 class SolveSettings(NamedTuple):
@@ -57,6 +58,7 @@ class SolveSettings(NamedTuple):
   forward: str
   binarize: bool
   binarize_weight: float
+  posterior_keep: float
 
 
 FORWARDS = ('surrogate', 'simulator')
@@ -92,6 +94,7 @@ _CHECKS = {
     'forward': (lambda v: v in FORWARDS, f'one of {FORWARDS}'),
     'binarize': (lambda v: isinstance(v, (bool, np.bool_)), 'True or False'),
     'binarize_weight': (_non_negative, '>= 0'),
+    'posterior_keep': (lambda v: _positive(v) and v <= 1, 'in (0, 1]'),
 }
 
 
@@ -176,8 +179,9 @@ class Solver(NamedTuple):
   """How a method proposes and judges candidates.
 
   Attributes:
-    draw: `draw(key, y_std (T, M), n, sampler) -> (T, n, D)` standardized
-      candidates (posterior samples, random starts, ...).
+    draw: `draw(key, y_std (T, M), n, settings) -> (T, n, D)` standardized
+      candidates (posterior samples, random starts, ...) for the solve
+      settings (latent `sampler`, iPage's `posterior_keep`).
     forward: the model localization descends and ranking scores; None for
       a method without one (then `y_surrogate` / `surrogate_error` are NaN).
     typicality: `(n, D) standardized designs -> (n,)`, lower = more typical
@@ -335,7 +339,7 @@ def _binarize(plan: Plan, x: Array) -> Array:
 def draw_candidates(solver: Solver, key: Array, plan: Plan) -> Array:
   """Phase 2: (T, num_draw, D) standardized candidates."""
   return _project(plan, solver.draw(key, plan.targets_std, plan.num_draw,
-                                    plan.settings.sampler))
+                                    plan.settings))
 
 
 def localize_candidates(solver: Solver, plan: Plan, x_draw: Array,

@@ -342,8 +342,8 @@ def _lookup_run(task, designs, workdir):
       y_range=(np.full(m, -10.0), np.full(m, 10.0)), config=config,
       history={})
 
-  def draw(key, t, n, sampler):
-    del sampler
+  def draw(key, t, n, settings):
+    del settings
     return jnp.asarray(designs)[jax.random.choice(key, len(designs),
                                                   (t.shape[0], n))]
 

@@ -170,7 +170,7 @@ _FOUR_DEVICES = textwrap.dedent("""
     out['fit_params_one_device'] = len(
         fits[4].params['w1'].sharding.device_set) == 1
 
-    def draw(key, t, n, sampler):
+    def draw(key, t, n, settings):
       return jax.random.normal(key, (t.shape[0], n, 3))
 
     def linear(net, p, x):

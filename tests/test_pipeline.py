@@ -399,3 +399,33 @@ def test_binarize_snaps_solutions_and_posterior_to_the_box_faces(model):
   np.testing.assert_allclose(
       sols.y_surrogate, np.asarray(pipeline.surrogate(model, sols.x)),
       rtol=1e-4)
+
+
+def test_posterior_keep_keeps_the_draws_with_the_smallest_inverse_padding(
+    model):
+  from ipage_jax import sampling
+  inn, key = model.net, jax.random.PRNGKey(5)
+  t_std = jnp.array([[-0.5], [0.5]])
+  kept = np.asarray(pipeline.sample_posterior(inn, model.params, key, t_std,
+                                              8, 'srs', keep=0.25))
+  # The same 32 latent vectors per target, inverted and ranked by numpy.
+  z = np.asarray(sampling.sample_latent_per_target(key, 2, 32, inn.z_dim,
+                                                   'srs'))
+  for t in range(2):
+    v = inn.join_yz(jnp.full((32, 1), t_std[t, 0]), jnp.asarray(z[t]))
+    x, pad = (np.asarray(a) for a in inn.split_input(
+        inn.apply(model.params, v, method='inverse')[0]))
+    best = np.sort(np.argsort(np.sum(pad**2, -1))[:8])
+    np.testing.assert_allclose(kept[t], x[best], rtol=1e-5, atol=1e-6)
+  settings = model.config.solve.copy_and_resolve_references()
+  settings.posterior_keep = 0.5
+  sols = pipeline.solve(model, key, [3000.0], 8, solve_config=settings,
+                        localize=False)
+  assert sols.x.shape == (8, 2)
+  settings.posterior_keep = 1.5
+  with pytest.raises(ValueError, match='posterior_keep'):
+    pipeline.solve(model, key, [3000.0], 8, solve_config=settings)
+  from ipage_jax import flows
+  with pytest.raises(ValueError, match='has none'):
+    pipeline.check_posterior_keep(flows.INN(x_dim=2, y_dim=1, z_dim=1), 0.5)
+  pipeline.check_posterior_keep(flows.INN(x_dim=2, y_dim=1, z_dim=1), 1.0)

@@ -110,8 +110,8 @@ def test_phases_compose_to_solve():
       y_range=(np.full(1, -3.0, np.float32), np.full(1, 3.0, np.float32)),
       config=config, history={})
 
-  def draw(key, t, n, sampler):
-    del key, sampler
+  def draw(key, t, n, settings):
+    del key, settings
     return jnp.broadcast_to(jnp.linspace(-0.9, 0.9, n)[None, :, None],
                             (t.shape[0], n, 2))
 

@@ -50,7 +50,7 @@ class Spec(NamedTuple):
     make_loss: (net, method_cfg) -> `loss_fn(params, x, y, key, step)` on
       standardized data, returning (loss, aux dict).
     val: (net, method_cfg) -> `val_fn(params, x, y) -> scalar`.
-    draw: (model, key, y_std (T, M), n, sampler) -> (T, n, D) standardized
+    draw: (model, key, y_std (T, M), n, settings) -> (T, n, D) standardized
       candidate designs.
     surrogate: optional module-level `apply(net, params, x_std) -> y_std`
       of a forward model; given, `solve` localizes and ranks through it,

@@ -125,8 +125,9 @@ def sample(net: CVAE, params, key: Array, y_std: Array, n: int,
   return x.reshape(num_targets, n, net.x_dim)
 
 
-def draw(model: model_lib.Model, key, y_std, n, sampler):
-  return sample(model.net, model.best_params, key, y_std, n, sampler)
+def draw(model: model_lib.Model, key, y_std, n, settings):
+  return sample(model.net, model.best_params, key, y_std, n,
+                settings.sampler)
 
 
 SPEC = common.Spec(

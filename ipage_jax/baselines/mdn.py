@@ -111,8 +111,9 @@ def sample(net: MixtureNet, params, key: Array, y_std: Array, n: int,
   return chosen(mean) + jnp.exp(chosen(log_std)) * latent[..., 1:]
 
 
-def draw(model: model_lib.Model, key, y_std, n, sampler):
-  return sample(model.net, model.best_params, key, y_std, n, sampler)
+def draw(model: model_lib.Model, key, y_std, n, settings):
+  return sample(model.net, model.best_params, key, y_std, n,
+                settings.sampler)
 
 
 SPEC = common.Spec(

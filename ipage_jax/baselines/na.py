@@ -95,10 +95,11 @@ def uniform_starts(key: Array, lower: Array, upper: Array, num_targets: int,
   return lower[None, None] + (upper - lower)[None, None] * u
 
 
-def draw(model: model_lib.Model, key, y_std, n, sampler):
+def draw(model: model_lib.Model, key, y_std, n, settings):
   lower, upper = (model.x_scaler.forward(jnp.asarray(b, jnp.float32)[None])[0]
                   for b in model.x_range)
-  return uniform_starts(key, lower, upper, y_std.shape[0], n, sampler)
+  return uniform_starts(key, lower, upper, y_std.shape[0], n,
+                        settings.sampler)
 
 
 SPEC = common.Spec(
