@@ -9,6 +9,31 @@ import pytest
 from ipage_jax import flows
 
 KEY = jax.random.PRNGKey(0)
+EPS32 = float(np.finfo(np.float32).eps)
+CLAMP = 2.0
+
+# Float32 roundings of one elementwise map plus its inverse, each at most
+# eps at the scale of the values. Affine: exp(s), multiply, add, then
+# subtract, exp(-s), multiply, and exp(s) exp(-s) != 1 (2 more): 8. Spline:
+# the rational quadratic and its derivative (~12 operations) and the
+# inverse's stable quadratic-root formula (~20): 32.
+ULPS = dict(affine=8, spline=32)
+# (kind of elementwise map, how many) per block: a GLOW coupling moves both
+# halves, the others one; a permutation only moves data (exact).
+MAPS = dict(glow=('affine', 2), realnvp=('affine', 1), spline=('spline', 1),
+            actnorm=('affine', 1), permutation=('affine', 0))
+
+
+def _ulps(kind):
+  """Roundings budgeted for one block of `kind` (see `ULPS`, `MAPS`)."""
+  map_kind, count = MAPS[kind]
+  return ULPS[map_kind] * count
+
+
+def _inn_ulps(inn):
+  """Roundings budgeted for a whole INN: its couplings and ActNorms."""
+  per_block = _ulps(inn.coupling) + (_ulps('actnorm') if inn.actnorm else 0)
+  return inn.num_blocks * per_block
 
 
 def _randomize(params, key, scale=0.3):
@@ -23,9 +48,9 @@ def _randomize(params, key, scale=0.3):
 def _block(kind, dim, cond_dim=0):
   common = dict(dim=dim, hidden=16, depth=3, cond_dim=cond_dim)
   if kind == 'glow':
-    return flows.GlowCoupling(clamp=2.0, **common)
+    return flows.GlowCoupling(clamp=CLAMP, **common)
   if kind == 'realnvp':
-    return flows.AffineCoupling(clamp=2.0, **common)
+    return flows.AffineCoupling(clamp=CLAMP, **common)
   if kind == 'spline':
     return flows.SplineCoupling(num_bins=6, bound=3.0, **common)
   if kind == 'permutation':
@@ -43,13 +68,55 @@ def _setup(module, dim, n=6, cond_dim=0, seed=0):
   return v, cond, _randomize(params, k_r)
 
 
-def _exact_log_det(module, params, v_row, cond_row, method=None):
-  """log|det J| of one row from the dense Jacobian (independent of the code's
-  own log-det bookkeeping)."""
-  def f(a):
-    c = None if cond_row is None else cond_row[None]
+def _jacobians(module, params, v, cond, method=None):
+  """(n, d, d) float32 Jacobians of every row's map by forward-mode AD, as
+  float64 (independent of the code's own log-det bookkeeping)."""
+  def f(a, c):
+    c = None if cond is None else c[None]
     return module.apply(params, a[None], c, method=method)[0][0]
-  return jnp.linalg.slogdet(jax.jacfwd(f)(v_row))[1]
+  c = jnp.zeros((v.shape[0], 0)) if cond is None else cond
+  return np.asarray(jax.vmap(jax.jacfwd(f))(v, c), np.float64)
+
+
+def _check_log_det(log_det, jac, ulps):
+  """The code's log-det of one row against slogdet of its dense Jacobian.
+
+  The code sums d log terms per map, each of size <= max(clamp, |log det|)
+  and off by `ulps` roundings: ulps d eps max(clamp, |log det|) in all. The
+  reference factorizes in float64, so only the Jacobian's entries carry
+  error, `ulps` eps relative each; d log|det J| = tr(J^-1 dJ) then moves by
+  at most ulps eps sum_ij |J^-1|_ji |J|_ij (a Skeel condition number, about
+  d for these near-triangular Jacobians).
+  """
+  d = jac.shape[0]
+  sign, ref = np.linalg.slogdet(jac)
+  assert sign != 0
+  skeel = float(np.sum(np.abs(np.linalg.inv(jac)).T * np.abs(jac)))
+  tol = ulps * EPS32 * (d * max(CLAMP, abs(ref)) + skeel)
+  np.testing.assert_allclose(log_det, ref, rtol=0, atol=tol)
+
+
+def _check_round_trip(back, v, out, jac_inv, ulps):
+  """back = inverse(forward(v)) against v.
+
+  Every rounding is at most eps at the scale of the values; to first order
+  the inverse passes a perturbation of its input on amplified by at most
+  ||J_inv||_inf (the inverse's Jacobians at the rows of `out`, (n, d, d); a
+  condition estimate).
+  """
+  scale = max(float(jnp.max(jnp.abs(v))), float(jnp.max(jnp.abs(out))))
+  amp = max(1.0, float(np.abs(jac_inv).sum(-1).max()))
+  np.testing.assert_allclose(back, v, rtol=0,
+                             atol=ulps * EPS32 * scale * amp)
+
+
+def _check_log_det_inv(log_det_inv, log_det, d, ulps):
+  """Both directions sum the same d log terms per map (each of size <=
+  max(clamp, |log det|)), recomputed from inputs equal up to the round
+  trip: ulps d eps max(clamp, |log det|)."""
+  size = max(CLAMP, float(jnp.max(jnp.abs(log_det))))
+  np.testing.assert_allclose(log_det_inv, -log_det, rtol=0,
+                             atol=ulps * d * EPS32 * size)
 
 
 KINDS = ['glow', 'realnvp', 'spline', 'permutation', 'actnorm']
@@ -64,16 +131,22 @@ def test_block_inverse_and_log_det(kind, dim):
   back, log_det_inv = module.apply(params, out, cond, method='inverse')
   chex.assert_shape([out, back, log_det, log_det_inv],
                     [(6, dim), (6, dim), (6,), (6,)])
-  np.testing.assert_allclose(back, v, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(log_det_inv, -log_det, rtol=1e-5, atol=1e-5)
-  for i in (0, 3):
-    ref = _exact_log_det(module, params, v[i], None)
-    np.testing.assert_allclose(log_det[i], ref, rtol=1e-4, atol=1e-4)
-    ref_inv = _exact_log_det(module, params, out[i], None, method='inverse')
-    np.testing.assert_allclose(log_det_inv[i], ref_inv, rtol=1e-4, atol=1e-4)
+  ulps = _ulps(kind)
+  jac = _jacobians(module, params, v, None)
+  jac_inv = _jacobians(module, params, out, None, method='inverse')
+  if kind == 'permutation':
+    # Pure data movement: exact both ways.
+    np.testing.assert_array_equal(back, v)
+    np.testing.assert_array_equal(log_det, 0.0)
+  _check_round_trip(back, v, out, jac_inv, ulps)
+  _check_log_det_inv(log_det_inv, log_det, dim, ulps)
+  for i in range(v.shape[0]):
+    _check_log_det(log_det[i], jac[i], ulps)
+    _check_log_det(log_det_inv[i], jac_inv[i], ulps)
   if kind not in ('permutation',):
     # Random parameters really move the points (the checks above are not
-    # trivially passed by an identity map).
+    # trivially passed by an identity map): 1e-2 is far above the round-off
+    # tolerances (~1e-5).
     assert float(jnp.max(jnp.abs(out - v))) > 1e-2
 
 
@@ -83,9 +156,11 @@ def test_conditional_coupling(kind):
   v, cond, params = _setup(module, 4, cond_dim=2)
   out, log_det = module.apply(params, v, cond)
   back, _ = module.apply(params, out, cond, method='inverse')
-  np.testing.assert_allclose(back, v, rtol=1e-5, atol=1e-5)
-  ref = _exact_log_det(module, params, v[1], cond[1])
-  np.testing.assert_allclose(log_det[1], ref, rtol=1e-4, atol=1e-4)
+  jac = _jacobians(module, params, v, cond)
+  # The inverse's Jacobian at out is the inverse of the forward one at v.
+  _check_round_trip(back, v, out, np.linalg.inv(jac), _ulps(kind))
+  for i in range(v.shape[0]):
+    _check_log_det(log_det[i], jac[i], _ulps(kind))
   # The condition changes the map.
   out_other, _ = module.apply(params, v, cond + 1.0)
   assert float(jnp.max(jnp.abs(out_other - out))) > 1e-3
@@ -94,15 +169,18 @@ def test_conditional_coupling(kind):
 @pytest.mark.parametrize('coupling', flows.COUPLINGS)
 def test_deep_inn_round_trip_and_log_det(coupling):
   inn = flows.INN(x_dim=5, y_dim=2, z_dim=3, num_blocks=8, hidden=16,
-                  coupling=coupling, actnorm=True, activation='leaky_relu')
+                  coupling=coupling, actnorm=True, activation='leaky_relu',
+                  clamp=CLAMP)
   v, _, params = _setup(inn, inn.width, n=5, seed=1)
   params = _randomize(params, jax.random.PRNGKey(7), scale=0.15)
   out, log_det = inn.apply(params, v)
   back, log_det_inv = inn.apply(params, out, method='inverse')
-  np.testing.assert_allclose(back, v, rtol=1e-5, atol=2e-5)
-  np.testing.assert_allclose(log_det_inv, -log_det, rtol=1e-4, atol=1e-4)
-  ref = _exact_log_det(inn, params, v[2], None)
-  np.testing.assert_allclose(log_det[2], ref, rtol=1e-4, atol=1e-4)
+  ulps = _inn_ulps(inn)  # 8 blocks of an ActNorm and a coupling
+  jac = _jacobians(inn, params, v, None)
+  _check_round_trip(back, v, out, np.linalg.inv(jac), ulps)
+  _check_log_det_inv(log_det_inv, log_det, inn.width, ulps)
+  for i in range(v.shape[0]):
+    _check_log_det(log_det[i], jac[i], ulps)
 
 
 def test_inn_starts_as_a_permutation():
@@ -110,8 +188,10 @@ def test_inn_starts_as_a_permutation():
   v = jax.random.normal(KEY, (5, 4))
   params = inn.init(KEY, v)
   out, log_det = inn.apply(params, v)
-  np.testing.assert_allclose(jnp.sort(out, -1), jnp.sort(v, -1), atol=1e-6)
-  np.testing.assert_allclose(log_det, 0.0, atol=1e-6)
+  # Zero last layers give s = t = 0 exactly, so u exp(0) + 0 = u in float32:
+  # the output is exactly a permutation of the input.
+  np.testing.assert_array_equal(jnp.sort(out, -1), jnp.sort(v, -1))
+  np.testing.assert_array_equal(log_det, 0.0)
 
 
 def test_permutation_is_seeded_and_exact():
@@ -151,12 +231,16 @@ def test_jit_and_vmap_match_eager():
   eager = inn.apply(params, v)
   jitted = jax.jit(inn.apply)(params, v)
   row_wise = jax.vmap(lambda r: inn.apply(params, r[None]))(v)
-  for a, b in zip(eager, jitted):
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(row_wise[0][:, 0], eager[0], rtol=1e-6,
-                             atol=1e-6)
-  np.testing.assert_allclose(row_wise[1][:, 0], eager[1], rtol=1e-6,
-                             atol=1e-6)
+  # Compiled, batched and eager runs may fuse, contract (FMA) and order sums
+  # differently: every rounding may differ, so the forward half of the round
+  # trip budget at the scale of the values, and for the log-dets d terms of
+  # size <= clamp per map.
+  ulps = _inn_ulps(inn)
+  tol = ulps * EPS32 * float(jnp.max(jnp.abs(eager[0])))
+  tol_ld = ulps * inn.width * EPS32 * CLAMP
+  for got in (jitted, (row_wise[0][:, 0], row_wise[1][:, 0])):
+    np.testing.assert_allclose(got[0], eager[0], rtol=0, atol=tol)
+    np.testing.assert_allclose(got[1], eager[1], rtol=0, atol=tol_ld)
 
 
 def test_gradients_flow_both_ways():
@@ -186,8 +270,26 @@ def test_input_gradient_matches_finite_differences():
   inn = flows.INN(x_dim=2, y_dim=1, z_dim=1, num_blocks=2, hidden=8)
   v = jax.random.normal(KEY, (3, 2))
   params = _randomize(inn.init(KEY, v), jax.random.PRNGKey(1), 0.2)
-  f = lambda a: jnp.sum(jnp.sin(inn.apply(params, a)[0]))
-  chex.assert_numerical_grads(f, (v,), order=1, atol=5e-2, rtol=5e-2)
+  f = lambda p, a: jnp.sum(jnp.sin(inn.apply(p, a)[0]))
+  grad = np.asarray(jax.grad(f, argnums=1)(params, v))
+  # Reference: central differences of the same network in float64, step h:
+  # truncation ~ h^2 |d^3 f| and rounding ~ 1e-16 / h, both < 1e-10.
+  h = 1e-6
+  with jax.enable_x64(True):
+    p64 = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64),
+                                 params)
+    v64 = np.asarray(v, np.float64)
+    ref = np.zeros(v.shape)
+    for i, j in np.ndindex(*v.shape):
+      e = np.zeros(v.shape)
+      e[i, j] = h
+      ref[i, j] = float(f(p64, v64 + e) - f(p64, v64 - e)) / (2 * h)
+  # Back-propagation through the same maps rounds as the forward pass does:
+  # the round-trip budget at the scale of the gradient, plus 4 roundings for
+  # the sum over the outputs' contributions and the sine.
+  ulps = _inn_ulps(inn) + 4
+  np.testing.assert_allclose(grad, ref, rtol=0,
+                             atol=ulps * EPS32 * max(1.0, np.abs(ref).max()))
 
 
 def test_bad_inputs_raise():
@@ -217,21 +319,26 @@ def test_conditional_inn_round_trip():
   params = _randomize(cinn.init(KEY, v, cond), jax.random.PRNGKey(2), 0.2)
   z, log_det = cinn.apply(params, v, cond)
   back, log_det_inv = cinn.apply(params, z, cond, method='inverse')
-  np.testing.assert_allclose(back, v, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(log_det_inv, -log_det, rtol=1e-5, atol=1e-5)
-  ref = _exact_log_det(cinn, params, v[0], cond[0])
-  np.testing.assert_allclose(log_det[0], ref, rtol=1e-4, atol=1e-4)
+  ulps = _inn_ulps(cinn)
+  jac = _jacobians(cinn, params, v, cond)
+  _check_round_trip(back, v, z, np.linalg.inv(jac), ulps)
+  _check_log_det_inv(log_det_inv, log_det, cinn.width, ulps)
+  for i in range(v.shape[0]):
+    _check_log_det(log_det[i], jac[i], ulps)
 
 
 def test_soft_clamp_bounds_and_slope():
   s = jnp.linspace(-100.0, 100.0, 101)
   c = flows.soft_clamp(s, 2.0)
   assert float(jnp.max(jnp.abs(c))) < 2.0
+  # Float32: the constant 2 c / pi (rounded once), s / c, atan (<= 2 ulps)
+  # or its derivative 1 / (1 + (s/c)^2), and the products: <= 4 roundings.
   # d/ds [c * 2/pi * atan(s / c)] at s = 0 is 2/pi, whatever c.
   np.testing.assert_allclose(jax.grad(lambda a: flows.soft_clamp(a, 2.0))(0.0),
-                             2.0 / np.pi, rtol=1e-6)
+                             2.0 / np.pi, rtol=4 * EPS32)
   np.testing.assert_allclose(flows.soft_clamp(jnp.array(2.0), 2.0),
-                             2.0 * 2.0 / np.pi * np.arctan(1.0), rtol=1e-6)
+                             2.0 * 2.0 / np.pi * np.arctan(1.0),
+                             rtol=4 * EPS32)
 
 
 def test_num_params_counts_scalars():

@@ -126,7 +126,16 @@ def test_phases_compose_to_solve():
   sols = solving.select_solutions(model, solver, plan, x0, moved)
   whole = solving.solve(model, solver, None, [1.0], 3, settings)
   np.testing.assert_array_equal(sols.x, whole.x)
-  np.testing.assert_allclose(sols.x @ np.asarray(a), 1.0, atol=1e-2)
+  # The kept designs are on the level set: their surrogate error (x a -
+  # 1)^2 is within accept_error (standardized = original units here), so
+  # |x a - 1| <= sqrt(accept_error) = 1e-2, and exactly sqrt(error) up to
+  # the float32 rounding of the 2-term product and difference (3 eps).
+  err = np.asarray(sols.surrogate_error, np.float64)
+  assert np.all(err <= config.solve.accept_error)
+  resid = np.abs(np.asarray(sols.x, np.float64) @ np.asarray(a, np.float64)
+                 - 1.0)[:, 0]
+  np.testing.assert_allclose(resid, np.sqrt(err), rtol=0,
+                             atol=3 * np.finfo(np.float32).eps * 3.0)
   assert sols.gradient_steps_per_solution == 200 * 6 / 3
   with pytest.raises(ValueError, match='num_solutions'):
     solving.make_plan(model, solver, [1.0], 0, settings)
