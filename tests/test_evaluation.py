@@ -12,6 +12,7 @@ from ipage_jax import tasks
 from ipage_jax.tasks import sinewave
 
 TASK = tasks.get('sinewave')
+EPS32 = float(np.finfo(np.float32).eps)
 
 
 def _sols(x, x_posterior, target, surrogate_error=None, steps=0.0):
@@ -26,9 +27,33 @@ def _sols(x, x_posterior, target, surrogate_error=None, steps=0.0):
       gradient_steps_per_solution=steps)
 
 
-def _q(x, target):
-  y = np.asarray(TASK.simulate(np.asarray(x, np.float32)), np.float64)
-  return np.mean((y[..., 0] - target) ** 2)
+def _sine64(x):
+  """The sinewave in float64 on the float32 designs the code sees."""
+  x = np.asarray(np.asarray(x, np.float32), np.float64)
+  return np.sin(3 * np.pi * x[..., 0]) + np.cos(3 * np.pi * x[..., 1])
+
+
+def _sine_round_off(x):
+  """|float32 sinewave - `_sine64`| per row: the argument 3 pi x1 is off by
+  |3 pi x1| eps (the float32 constant 3 pi and the product, eps / 2 each),
+  moving sin by as much (slope <= 1); XLA's float32 sin and cos are within
+  2 eps of 1 each and the sum rounds by eps (|y| <= 2)."""
+  x = np.abs(np.asarray(np.asarray(x, np.float32), np.float64))
+  return (3 * np.pi * (x[..., 0] + x[..., 1]) + 5) * EPS32
+
+
+def _q(x, targets):
+  """Float64 mean squared error of the sinewave at x (n, 2) against float32
+  targets (() or (n,)), and the float32 round-off bound of the code's: per
+  row d = dy + |y - t| eps / 2 (the subtraction) moves (y - t)^2 by
+  2 |y - t| d + d^2, the square rounds by e eps / 2; summing n positive
+  terms and dividing by n round by n eps / 2 relative at most."""
+  t = np.asarray(np.asarray(targets, np.float32), np.float64)
+  r = _sine64(x) - t
+  e = r * r
+  d = _sine_round_off(x) + np.abs(r) * EPS32 / 2
+  bound = 2 * np.abs(r) * d + d * d + e * EPS32 / 2
+  return e.mean(), bound.mean() + len(e) * EPS32 / 2 * e.mean()
 
 
 def test_posterior_error_of_a_known_posterior():
@@ -38,10 +63,11 @@ def test_posterior_error_of_a_known_posterior():
   posterior = rng.uniform(-1, 1, (8, 2))
   record = evaluation.evaluate_solutions(TASK, _sols(x, posterior, [1.2]),
                                          posterior=True)
-  np.testing.assert_allclose(record['resimulation_error'], _q(x, 1.2),
-                             rtol=1e-5)
-  np.testing.assert_allclose(record['posterior_resimulation_error'],
-                             _q(posterior, 1.2), rtol=1e-5)
+  # Float64 references, the code's float32 round-off bound (`_q`).
+  for key, designs in (('resimulation_error', x),
+                       ('posterior_resimulation_error', posterior)):
+    want, tol = _q(designs, 1.2)
+    np.testing.assert_allclose(record[key], want, rtol=0, atol=tol)
   assert record['num_solutions'] == 8 and np.isfinite(record['diversity'])
   assert 'posterior_resimulation_error' not in evaluation.evaluate_solutions(
       TASK, _sols(x, posterior, [1.2]), posterior=False)
@@ -49,9 +75,8 @@ def test_posterior_error_of_a_known_posterior():
   targets = np.array([[1.2], [0.3], [-0.5]])
   a = evaluation.evaluate_solutions(
       TASK, _sols(x[:3, None], posterior[:3, None], targets), posterior=True)
-  y = np.asarray(TASK.simulate(x[:3].astype(np.float32)))[:, 0]
-  np.testing.assert_allclose(a['resimulation_error'],
-                             np.mean((y - targets[:, 0]) ** 2), rtol=1e-5)
+  want, tol = _q(x[:3], targets[:, 0])
+  np.testing.assert_allclose(a['resimulation_error'], want, rtol=0, atol=tol)
   assert a['num_solutions'] == 1 and np.isnan(a['diversity'])
 
 
@@ -103,17 +128,27 @@ def test_r_t_ranks_only_the_methods_that_localize():
   rng = np.random.default_rng(0)
   x = rng.uniform(-1, 1, size=(2, 3, 2)).astype(np.float32)
   y_targets = np.array([[1.2], [0.3]], np.float32)
-  err = ((np.asarray(TASK.simulate(x.reshape(-1, 2)))[:, 0].reshape(2, 3)
-          - y_targets) ** 2)
+  r = _sine64(x) - np.asarray(y_targets, np.float64)
+  err = r ** 2  # float64, (2, 3)
+  # Each float32 error is within the `_q` bound of its row, b (2, 3); a min
+  # of a prefix is within its largest b; the mean over the 2 targets rounds
+  # by eps / 2 of the sum (covered by eps of each error).
+  b = np.array([[_q(x[t, i:i + 1], y_targets[t, 0])[1] for i in range(3)]
+                for t in range(2)]) + err * EPS32
   surrogate = -err  # ranks the proposals worst-first
   drawn = evaluation.r_t(TASK, _sols(x, x, y_targets, surrogate, 0.0))
   ranked = evaluation.r_t(TASK, _sols(x, x, y_targets, surrogate, 5.0))
   assert drawn['t'] == [1, 2, 3]
-  np.testing.assert_allclose(drawn['r_t'], [
-      err[:, 0].mean(), err[:, :2].min(1).mean(), err.min(1).mean()],
-                             rtol=1e-5)
-  worst_first = np.sort(err, 1)[:, ::-1]
-  np.testing.assert_allclose(ranked['r_t'], [
-      worst_first[:, 0].mean(), worst_first[:, :2].min(1).mean(),
-      err.min(1).mean()], rtol=1e-5)
+
+  def prefix_min(e, tol, t):
+    return e[:, :t].min(1).mean(), tol[:, :t].max(1).mean()
+
+  worst_first = np.argsort(err, 1)[:, ::-1]
+  for got, order in ((drawn, np.tile(np.arange(3), (2, 1))),
+                     (ranked, worst_first)):
+    e = np.take_along_axis(err, order, 1)
+    tol = np.take_along_axis(b, order, 1)
+    for t in range(3):
+      want, atol = prefix_min(e, tol, t + 1)
+      np.testing.assert_allclose(got['r_t'][t], want, rtol=0, atol=atol)
   assert ranked['last'] == ranked['r_t'][-1]
