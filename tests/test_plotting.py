@@ -17,8 +17,9 @@ def test_marginals_panels_and_shared_edges():
   # Two histograms per panel, 10 bars each, on the same edges.
   bars = visible[0].patches
   assert len(bars) == 20
-  np.testing.assert_allclose([b.get_x() for b in bars[:10]],
-                             [b.get_x() for b in bars[10:]])
+  # The same bin edges for both sets: exact.
+  np.testing.assert_array_equal([b.get_x() for b in bars[:10]],
+                                [b.get_x() for b in bars[10:]])
 
 
 def test_training_curves_skip_missing_keys():
@@ -26,7 +27,7 @@ def test_training_curves_skip_missing_keys():
                                   'val_loss': np.array([2.0, 0.2])})
   lines = fig.axes[0].get_lines()
   assert len(lines) == 2
-  np.testing.assert_allclose(lines[0].get_ydata(), [1.0, 0.1])
+  np.testing.assert_array_equal(lines[0].get_ydata(), [1.0, 0.1])
 
 
 def test_space_filling_panels_strata_and_min_distance():
@@ -34,7 +35,7 @@ def test_space_filling_panels_strata_and_min_distance():
   fig = plotting.space_filling({'a': u, 'b': u[:2]}, title='t')
   assert len(fig.axes) == 2
   ax = fig.axes[0]
-  np.testing.assert_allclose(ax.collections[0].get_offsets(), u)
+  np.testing.assert_array_equal(ax.collections[0].get_offsets(), u)
   d = np.sqrt(0.4**2 + 0.5**2)  # the closest pair: rows 1 and 2
   assert ax.get_title() == f'a\nmin distance {d:.3f}'
   assert len(ax.get_lines()) == 2 * (3 - 1)  # inner stratum edges, x and y
@@ -92,10 +93,11 @@ def test_property_histogram_shared_bins_target_and_invalid_count():
   ax = fig.axes[0]
   bars = ax.patches
   assert len(bars) == 10  # 5 bins per set
-  np.testing.assert_allclose([b.get_x() for b in bars[:5]],
-                             [b.get_x() for b in bars[5:]])
+  # The same bin edges for both sets: exact.
+  np.testing.assert_array_equal([b.get_x() for b in bars[:5]],
+                                [b.get_x() for b in bars[5:]])
   (line,) = ax.get_lines()
-  np.testing.assert_allclose(line.get_xdata(), [0.45, 0.45])
+  np.testing.assert_array_equal(line.get_xdata(), [0.45, 0.45])
   labels = [t.get_text() for t in ax.get_legend().get_texts()]
   assert labels == ['data (50)', 'designs (2, 1 invalid)', 'target 0.45']
   assert ax.get_xlabel() == 'E'
@@ -122,8 +124,9 @@ def test_calibration_columns_histograms_and_coverage_lines():
   # Bottom-left panel: diagonal, central and HPD curves at the 2 levels.
   lines = fig.axes[2].get_lines()
   assert len(lines) == 3
-  np.testing.assert_allclose(lines[1].get_ydata(),
-                             np.asarray(cal.central_coverage).mean(-1))
-  np.testing.assert_allclose(lines[2].get_ydata(), cal.hpd_coverage)
+  # Plotted data are copies of the given arrays: exact.
+  np.testing.assert_array_equal(lines[1].get_ydata(),
+                                np.asarray(cal.central_coverage).mean(-1))
+  np.testing.assert_array_equal(lines[2].get_ydata(), cal.hpd_coverage)
   with pytest.raises(ValueError, match='empty'):
     plotting.calibration({}, ['x1'])
