@@ -11,6 +11,12 @@ from ipage_jax import sampling
 
 N, D = 50, 3  # shared shape, so most tests reuse one compiled sampler
 KEY = jax.random.PRNGKey(0)
+EPS32 = float(np.finfo(np.float32).eps)
+EPS64 = float(np.finfo(np.float64).eps)
+# float32 ndtri (Cephes): a rational approximation of ~30 roundings feeding
+# a correction term of at most about a quarter of z's size, so <= 8 eps
+# relative (measured: 3 eps on a dense grid of [eps, 1 - eps]).
+NDTRI_ULPS = 8
 
 
 def _min_dist(x):
@@ -49,7 +55,8 @@ def test_jitter_stays_inside_strata_at_large_n():
   x = sampling.lhs(KEY, 20000, 2)
   _assert_latin(x)
   # The jitter really is uniform inside the strata (not centered): the
-  # offsets x * n - k are ~ U(0, 1); Kolmogorov-Smirnov against U(0, 1).
+  # offsets x * n - k are ~ U(0, 1); Kolmogorov-Smirnov against U(0, 1)
+  # at level 1e-3 (the chance that a correct sampler fails).
   offsets = (np.asarray(x, np.float64) * 20000) % 1.0
   assert stats.kstest(offsets.ravel(), 'uniform').pvalue > 1e-3
 
@@ -57,10 +64,12 @@ def test_jitter_stays_inside_strata_at_large_n():
 def test_centered_points_are_stratum_midpoints():
   for x in (sampling.lhs(KEY, N, D, jitter=False),
             sampling.maximin_lhs(KEY, N, D)):
+    # (k + 0.5) / n: k + 0.5 is exact, the division rounds once (or XLA
+    # multiplies by a rounded 1 / n: two roundings), <= eps relative.
     want = (np.arange(N) + 0.5) / N
     for j in range(D):
       np.testing.assert_allclose(np.sort(np.asarray(x)[:, j]), want,
-                                 rtol=0, atol=1e-6)
+                                 rtol=EPS32, atol=0)
 
 
 @pytest.mark.parametrize('name', ['srs', 'lhs', 'maximin_lhs'])
@@ -120,7 +129,8 @@ def test_multiple_candidates_with_jitter():
   x = sampling.maximin_lhs(KEY, N, D, num_candidates=3, num_steps=64,
                            chunk=32, jitter=True)
   _assert_latin(x)
-  # Jittered: not on the stratum centers.
+  # Jittered: not on the stratum centers. For U(0, 1) offsets all N D of
+  # them within 0.1 of 0.5 has probability 0.2^(N D) < 1e-100.
   assert np.abs(np.asarray(x) * N % 1.0 - 0.5).max() > 0.1
   assert _min_dist(x) > 1.5 * _min_dist(sampling.lhs(KEY, N, D,
                                                      jitter=False))
@@ -128,9 +138,12 @@ def test_multiple_candidates_with_jitter():
 
 def test_one_dimension_is_the_centered_grid():
   x = np.asarray(sampling.maximin_lhs(KEY, 25, 1))
+  # Each point within eps relative of (k + 0.5) / n (see above), so every
+  # gap, and the minimum distance, within 2 eps max(x) of 1 / n.
   np.testing.assert_allclose(np.sort(x[:, 0]), (np.arange(25) + 0.5) / 25,
-                             rtol=0, atol=1e-7)
-  np.testing.assert_allclose(_min_dist(x), 1 / 25, rtol=1e-5)
+                             rtol=EPS32, atol=0)
+  np.testing.assert_allclose(_min_dist(x), 1 / 25, rtol=0,
+                             atol=2 * EPS32 * x.max())
 
 
 @pytest.mark.parametrize('name', ['srs', 'lhs', 'maximin_lhs'])
@@ -141,13 +154,18 @@ def test_tiny_sizes(name):
   two = np.asarray(fn(KEY, 2, 3))
   assert two.shape == (2, 3) and np.all((two > 0) & (two < 1))
   if name == 'maximin_lhs':  # n = 2: always sqrt(d) / 2 apart
-    np.testing.assert_allclose(_min_dist(two), np.sqrt(3) / 2, rtol=1e-6)
+    # The centers 0.25 and 0.75 are exact in float32 (so is 1 / 2); the
+    # float64 distance rounds the sum of squares and the root: 2 eps64.
+    np.testing.assert_array_equal(np.sort(two, 0),
+                                  [[0.25] * 3, [0.75] * 3])
+    np.testing.assert_allclose(_min_dist(two), np.sqrt(3) / 2,
+                               rtol=2 * EPS64)
 
 
 def test_srs_is_uniform_in_the_open_cube():
   x = np.asarray(sampling.srs(KEY, 4000, 2), np.float64)
   assert x.shape == (4000, 2) and np.all(x > 0) and np.all(x < 1)
-  for j in range(2):
+  for j in range(2):  # level 1e-3, as above
     assert stats.kstest(x[:, j], 'uniform').pvalue > 1e-3
 
 
@@ -180,13 +198,19 @@ def test_to_normal_matches_scipy_and_stays_finite():
   z = np.asarray(sampling.to_normal(u))
   assert z.shape == (2, 3) and z.dtype == np.float32
   assert np.all(np.isfinite(z))
+  # Reference at the float32 inputs (0.5 is exact; 1 - 0.975 is exact by
+  # Sterbenz, so both tails see the same input): ndtri's own error only.
+  u64 = np.asarray(u, np.float64)
   np.testing.assert_allclose(
-      z[[0, 1, 1], [2, 0, 1]], stats.norm.ppf([0.025, 0.5, 0.975]),
-      rtol=1e-5, atol=1e-6)
-  eps = np.finfo(np.float32).eps
-  np.testing.assert_allclose(z[0, 0], stats.norm.ppf(eps), rtol=1e-4)
-  np.testing.assert_allclose(z[1, 2], -stats.norm.ppf(eps), rtol=1e-4)
-  np.testing.assert_allclose(z[0, 1], stats.norm.ppf(eps), rtol=1e-4)
+      z[[0, 1, 1], [2, 0, 1]], stats.norm.ppf(u64[[0, 1, 1], [2, 0, 1]]),
+      rtol=NDTRI_ULPS * EPS32, atol=0)
+  np.testing.assert_array_equal(z[1, 0], 0.0)  # y - 0.5 = 0 exactly
+  # Clipped to eps = 2^-23 and 1 - eps (both exact in float32).
+  eps = EPS32
+  tail = stats.norm.ppf(eps)
+  np.testing.assert_allclose(z[0, 0], tail, rtol=NDTRI_ULPS * eps)
+  np.testing.assert_allclose(z[1, 2], -tail, rtol=NDTRI_ULPS * eps)
+  np.testing.assert_allclose(z[0, 1], tail, rtol=NDTRI_ULPS * eps)
 
 
 def test_sample_latent_has_normal_quantiles_per_column():
@@ -194,13 +218,21 @@ def test_sample_latent_has_normal_quantiles_per_column():
   # n normal quantiles at (i + 0.5) / n.
   z = np.asarray(sampling.sample_latent(KEY, N, D))
   assert z.shape == (N, D) and np.all(np.isfinite(z))
-  want = stats.norm.ppf((np.arange(N) + 0.5) / N)
+  # The float32 u = (i + 0.5) / n is within eps u of its value (see
+  # test_centered_points_are_stratum_midpoints), which moves z by
+  # eps u / phi(z); ndtri adds its own NDTRI_ULPS eps |z|.
+  u = (np.arange(N) + 0.5) / N
+  want = stats.norm.ppf(u)
+  tol = EPS32 * (u / stats.norm.pdf(want) + NDTRI_ULPS * np.abs(want))
   for j in range(D):
-    np.testing.assert_allclose(np.sort(z[:, j]), want, rtol=1e-5, atol=1e-5)
+    assert np.all(np.abs(np.sort(z[:, j]) - want) <= tol)
+  # SRS points are exact float32 inputs: ndtri's own error only (clipped
+  # into [eps, 1 - eps] like to_normal).
   z_srs = np.asarray(sampling.sample_latent(KEY, N, D, sampler='srs'))
-  np.testing.assert_allclose(
-      z_srs, stats.norm.ppf(np.asarray(sampling.srs(KEY, N, D), np.float64)),
-      rtol=1e-4, atol=1e-4)
+  u_srs = np.clip(np.asarray(sampling.srs(KEY, N, D), np.float64), EPS32,
+                  1 - EPS32)
+  np.testing.assert_allclose(z_srs, stats.norm.ppf(u_srs),
+                             rtol=NDTRI_ULPS * EPS32, atol=0)
 
 
 def test_get_sampler():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 from scipy import special
+from scipy import stats
 
 from ipage_jax import tasks
 from ipage_jax.tasks import ballistics
@@ -15,6 +16,26 @@ from ipage_jax.tasks import robot_arm
 from ipage_jax.tasks import sinewave
 
 KEY = jax.random.PRNGKey(0)
+EPS32 = float(np.finfo(np.float32).eps)
+EPS64 = float(np.finfo(np.float64).eps)
+# XLA's float32 sin / cos are within 1 eps of the true value for the
+# arguments used here (range reduction and polynomial; measured <= 0.3 eps
+# on [-12, 12]).
+TRIG_ULPS = 1
+# Standard errors allowed for a sample moment (a false alarm probability
+# of 6e-5 per check).
+Z = 4
+
+
+def _check_mean(x, mean, var):
+  """Sample mean within Z standard errors sqrt(var / n) of `mean`."""
+  assert abs(x.mean() - mean) <= Z * np.sqrt(var / len(x))
+
+
+def _check_var(x, var, mu4):
+  """Sample variance within Z standard errors sqrt((mu4 - var^2) / n) of
+  `var` (mu4 the fourth central moment)."""
+  assert abs(x.var() - var) <= Z * np.sqrt((mu4 - var**2) / len(x))
 
 # ----------------------------------------------------------------- registry
 
@@ -78,11 +99,35 @@ def test_jit_and_vmap_agree(name):
   eager = np.asarray(task.simulate(x))
   jitted = np.asarray(jax.jit(task.simulate)(x))
   mapped = np.asarray(jax.vmap(lambda r: task.simulate(r[None])[0])(x))
-  np.testing.assert_allclose(jitted, eager, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(mapped, eager, rtol=1e-6, atol=1e-6)
+  # Compiled alone, inside another jit or batched, XLA may fuse and
+  # contract (FMA) differently; each result is within its rounding budget
+  # of the true value, so they differ by at most twice that. Sinewave: the
+  # arguments round the same (one product), the two kernels TRIG_ULPS eps
+  # each and the sum eps / 2 at |y| <= 2: 3 eps. Robot arm: the angle
+  # differences round the same (no products), 3 kernels weighted by the
+  # lengths (sum 2), 3 products and 3 sums at the scale |x1| + 2 <= 3:
+  # 7 eps. Ballistics: float64 inside, rounded to float32 once: outputs
+  # at most 1 ulp (eps |y|) apart. Scale max(1, |y|).
+  ulps = dict(sinewave=6, robot_arm=14, ballistics=1)[name]
+  tol = ulps * EPS32 * np.maximum(1.0, np.abs(eager))
+  assert np.all(np.abs(jitted - eager) <= tol)
+  assert np.all(np.abs(mapped - eager) <= tol)
 
 
 # ----------------------------------------------------------------- sinewave
+
+
+def _sine_tol(x, y, exact_inputs):
+  """Round-off bound of the float32 sinewave at x against its true value.
+
+  The arguments a = fl(3 pi) x round twice (eps / 2 each, relative), and
+  once more when x itself was rounded to float32 (exact_inputs False);
+  sin and cos have slope <= 1 and add TRIG_ULPS eps each; the sum rounds
+  by eps / 2 |y|.
+  """
+  a = 3 * np.pi * np.abs(np.asarray(x, np.float64))
+  arg = (1.0 if exact_inputs else 1.5) * a.sum(-1)
+  return EPS32 * (arg + 2 * TRIG_ULPS + np.abs(y) / 2)
 
 
 def test_sinewave_known_values():
@@ -93,10 +138,10 @@ def test_sinewave_known_values():
       [1 / 18, 1 / 6],  # sin(pi / 6) = 1/2, cos(pi / 2) = 0
       [-1 / 6, 1.0],  # sin(-pi / 2) = -1, cos(3 pi) = -1
   ])
-  expected = [2.0, 1.0, 0.0, 0.5, -2.0]
-  np.testing.assert_allclose(
-      sinewave.simulate(x)[:, 0], expected, atol=1e-6
-  )
+  expected = np.array([2.0, 1.0, 0.0, 0.5, -2.0])
+  got = np.asarray(sinewave.simulate(x)[:, 0], np.float64)
+  assert np.all(np.abs(got - expected)
+                <= _sine_tol(np.asarray(x), expected, False))
 
 
 def test_sinewave_mode_centers_are_the_maxima():
@@ -104,7 +149,8 @@ def test_sinewave_mode_centers_are_the_maxima():
   assert c.shape == (9, 2)
   assert len({tuple(np.round(r, 6)) for r in c}) == 9
   assert np.all(np.abs(c) <= 1.0)
-  np.testing.assert_allclose(sinewave.simulate(c)[:, 0], 2.0, atol=1e-5)
+  got = np.asarray(sinewave.simulate(c)[:, 0], np.float64)
+  assert np.all(np.abs(got - 2.0) <= _sine_tol(c, 2.0, False))
   np.testing.assert_array_equal(sinewave.mode_index(c), np.arange(9))
   # No other maximum inside the box: brute force on a fine grid.
   g = np.linspace(-1, 1, 601)
@@ -141,10 +187,11 @@ def test_sinewave_mode_index_on_the_solution_curves():
 
 
 def test_sinewave_prior_moments():
-  x = np.asarray(sinewave.sample_prior(KEY, 20_000))
+  x = np.asarray(sinewave.sample_prior(KEY, 20_000), np.float64)
   assert np.all(np.abs(x) <= 1.0)
-  np.testing.assert_allclose(x.mean(0), 0.0, atol=0.02)
-  np.testing.assert_allclose(x.var(0), 1 / 3, atol=0.01)
+  for j in range(2):  # U(-1, 1): var 1/3, mu4 = 2^4 / 80 = 1/5
+    _check_mean(x[:, j], 0.0, 1 / 3)
+    _check_var(x[:, j], 1 / 3, 1 / 5)
 
 
 def test_sinewave_dataset_matches_formula():
@@ -152,7 +199,7 @@ def test_sinewave_dataset_matches_formula():
   ref = np.sin(3 * np.pi * x[:, 0].astype(np.float64)) + np.cos(
       3 * np.pi * x[:, 1].astype(np.float64)
   )
-  np.testing.assert_allclose(y[:, 0], ref, atol=1e-5)
+  assert np.all(np.abs(y[:, 0] - ref) <= _sine_tol(x, ref, True))
 
 
 # ---------------------------------------------------------------- robot arm
@@ -170,6 +217,22 @@ def _arm_reference(x):
   return np.stack([reach, height], axis=-1)
 
 
+def _arm_tol(x, exact_inputs):
+  """Round-off bound of the float32 arm (end point or a joint) at x.
+
+  The angles are differences of up to three inputs: two roundings of
+  eps / 2 at the scale S = |x2| + |x3| + |x4|, and eps / 2 S more when x
+  was rounded to float32 (exact_inputs False). Sines and cosines (slope
+  <= 1) add TRIG_ULPS eps each, weighted by the lengths (sum 2); the
+  products with the lengths and the sums with x1, four roundings of eps / 2
+  at the scale |x1| + 2.
+  """
+  x = np.abs(np.asarray(x, np.float64))
+  s = x[..., 1:].sum(-1) * (1.0 if exact_inputs else 1.5)
+  tol = EPS32 * (2 * (s + TRIG_ULPS) + 2 * (x[..., 0] + 2))
+  return tol[..., None]
+
+
 def test_robot_arm_hand_computed_poses():
   h = np.pi / 2
   x = jnp.array([
@@ -179,31 +242,32 @@ def test_robot_arm_hand_computed_poses():
       [-0.2, h, h, np.pi],  # t = (pi/2, 0, 0): up, right, right
   ])
   y = np.asarray(robot_arm.simulate(x))
-  np.testing.assert_allclose(
-      y, [[2.0, 0.3], [0.0, 1.8], [0.5, -0.4], [1.5, 0.3]], atol=1e-6
-  )
+  tol = _arm_tol(np.asarray(x), False)
+  want = np.array([[2.0, 0.3], [0.0, 1.8], [0.5, -0.4], [1.5, 0.3]])
+  assert np.all(np.abs(y - want) <= tol)
   p = np.asarray(robot_arm.joint_positions(x))
   assert p.shape == (4, 4, 2)
-  np.testing.assert_allclose(
-      p[2], [[0.0, 0.1], [0.0, 0.6], [0.5, 0.6], [0.5, -0.4]], atol=1e-6
-  )
-  np.testing.assert_allclose(
-      p[0], [[0.0, 0.3], [0.5, 0.3], [1.0, 0.3], [2.0, 0.3]], atol=1e-6
-  )
+  want = np.array([[0.0, 0.1], [0.0, 0.6], [0.5, 0.6], [0.5, -0.4]])
+  assert np.all(np.abs(p[2] - want) <= tol[2])
+  # All angles 0: cos 0 = 1 and sin 0 = 0 exactly, sums of halves exact.
+  np.testing.assert_array_equal(
+      p[0], np.float32([[0.0, 0.3], [0.5, 0.3], [1.0, 0.3], [2.0, 0.3]]))
 
 
 def test_robot_arm_matches_reference_and_joints():
   x = robot_arm.sample_prior(KEY, 16)
   y = np.asarray(robot_arm.simulate(x))
-  np.testing.assert_allclose(y, _arm_reference(x), atol=2e-6)
+  ref = _arm_reference(x)
+  tol = _arm_tol(np.asarray(x), True)
+  assert np.all(np.abs(y - ref) <= tol)
   p = np.asarray(robot_arm.joint_positions(x), np.float64)
-  np.testing.assert_allclose(p[:, 3], y, atol=2e-6)
-  np.testing.assert_allclose(p[:, 0, 0], 0.0)
-  np.testing.assert_allclose(p[:, 0, 1], np.asarray(x)[:, 0])
+  # The cumulative-sum path has the same budget against the reference.
+  assert np.all(np.abs(p[:, 3] - ref) <= tol)
+  np.testing.assert_array_equal(p[:, 0, 0], 0.0)
+  np.testing.assert_array_equal(p[:, 0, 1], np.asarray(x)[:, 0])
+  # Each joint within the budget: a segment's length within twice it.
   seg = np.linalg.norm(np.diff(p, axis=1), axis=-1)
-  np.testing.assert_allclose(
-      seg, np.broadcast_to([0.5, 0.5, 1.0], seg.shape), atol=1e-6
-  )
+  assert np.all(np.abs(seg - np.array([0.5, 0.5, 1.0])) <= 2 * tol)
 
 
 def test_robot_arm_gradients_match_finite_differences():
@@ -214,29 +278,41 @@ def test_robot_arm_gradients_match_finite_differences():
       )
   )
   assert jac.shape == (2, 2, 4)
-  eps = 1e-6
-  fd = np.zeros((2, 2, 4))
-  for j in range(4):
-    dx = np.zeros(4)
-    dx[j] = eps
-    fd[:, :, j] = (
-        _arm_reference(x + dx[None]) - _arm_reference(x - dx[None])
-    ) / (2 * eps)
-  np.testing.assert_allclose(jac, fd, atol=1e-5)
+  # Closed form in float64 at the float32 inputs: reach = sum l cos t,
+  # height = x1 + sum l sin t, dt / d(x2, x3, x4) = T below.
+  x32 = np.asarray(np.float32(x), np.float64)
+  lengths = np.array([0.5, 0.5, 1.0])
+  t = np.stack([x32[:, 1], x32[:, 2] - x32[:, 1],
+                x32[:, 3] - x32[:, 1] - x32[:, 2]], -1)
+  dt = np.array([[1.0, 0, 0], [-1, 1, 0], [-1, -1, 1]])
+  ref = np.zeros((2, 2, 4))
+  ref[:, 0, 1:] = -(lengths * np.sin(t)) @ dt
+  ref[:, 1, 1:] = (lengths * np.cos(t)) @ dt
+  ref[:, 1, 0] = 1.0
+  # The same angle and kernel errors as the outputs (see _arm_tol), the
+  # products with +-1 exact, with the lengths and the sums of <= 3 terms
+  # four roundings of eps / 2 at the scale 2.
+  s = np.abs(x32[:, 1:]).sum(-1)
+  tol = EPS32 * (2 * (s + TRIG_ULPS) + 4)
+  assert np.all(np.abs(jac - ref) <= tol[:, None, None])
   # d height / d x1 = 1, d reach / d x1 = 0 exactly.
-  np.testing.assert_allclose(jac[:, :, 0], [[0.0, 1.0], [0.0, 1.0]])
+  np.testing.assert_array_equal(jac[:, :, 0], [[0.0, 1.0], [0.0, 1.0]])
 
 
 def test_robot_arm_prior_moments_and_bounds():
-  x = np.asarray(robot_arm.sample_prior(KEY, 20_000), np.float64)
+  n = 20_000
+  x = np.asarray(robot_arm.sample_prior(KEY, n), np.float64)
   var = np.array([1 / 16, 1 / 4, 1 / 4, 1 / 4])
-  # Sample means within 5 standard errors of 0.
-  assert np.all(np.abs(x.mean(0)) < 5 * np.sqrt(var / 20_000))
-  np.testing.assert_allclose(x.var(0), var, rtol=0.05)
+  for j in range(4):  # normal: mu4 = 3 var^2
+    _check_mean(x[:, j], 0.0, var[j])
+    _check_var(x[:, j], var[j], 3 * var[j] ** 2)
+  # Independent columns: sample correlations have standard error
+  # 1 / sqrt(n).
   corr = np.corrcoef(x.T)
-  assert np.max(np.abs(corr - np.eye(4))) < 0.04
-  np.testing.assert_allclose(robot_arm.UPPER, 3 * np.sqrt(var), rtol=1e-6)
-  np.testing.assert_allclose(robot_arm.LOWER, -3 * np.sqrt(var), rtol=1e-6)
+  assert np.max(np.abs(corr - np.eye(4))) < Z / np.sqrt(n)
+  # 3 x (0.25, 0.5, 0.5, 0.5) is exact in float32.
+  np.testing.assert_array_equal(robot_arm.UPPER, 3 * np.sqrt(var))
+  np.testing.assert_array_equal(robot_arm.LOWER, -3 * np.sqrt(var))
 
 
 # --------------------------------------------------------------- ballistics
@@ -268,6 +344,15 @@ def _landing_reference(row):
   return x1 - v1 * _M / _K * (np.exp(-_K * t / _M) - 1.0)
 
 
+def _landing_tol(x, ref):
+  """The float32 landing point against the float64 reference at the same
+  float32 inputs: the final rounding to float32 (eps / 2 |y|), plus both
+  float64 solutions' error (brentq at xtol 1e-15, the float64 terms of eq.
+  20-21, <= 1e4 eps64 at the scale |x1| + x4 m / k; 1e-12 here)."""
+  x = np.abs(np.asarray(x, np.float64))
+  return EPS32 / 2 * np.abs(ref) + 1e4 * EPS64 * (x[:, 0] + x[:, 3] * _M / _K)
+
+
 def test_ballistics_landing_matches_brentq():
   x = np.asarray(ballistics.sample_prior(KEY, 16), np.float64)
   extra = np.array([
@@ -282,21 +367,26 @@ def test_ballistics_landing_matches_brentq():
   assert np.all(np.asarray(valid))
   x32 = np.asarray(jnp.asarray(x, jnp.float32), np.float64)
   ref = np.array([_landing_reference(r) for r in x32])
-  np.testing.assert_allclose(np.asarray(y), ref, rtol=1e-6, atol=1e-6)
-  np.testing.assert_allclose(
-      np.asarray(ballistics.simulate(x32))[:, 0], ref, rtol=1e-6, atol=1e-6
-  )
+  tol = _landing_tol(x32, ref)
+  assert np.all(np.abs(np.asarray(y) - ref) <= tol)
+  assert np.all(np.abs(np.asarray(ballistics.simulate(x32))[:, 0] - ref)
+                <= tol)
 
 
 def test_ballistics_simple_cases():
   # Zero speed from height h: falls straight down, lands at x1.
   y, valid = ballistics.landing(jnp.array([[0.7, 1.3, 0.5, 0.0]]))
   assert bool(valid[0])
-  np.testing.assert_allclose(y, [0.7], atol=1e-6)
-  # Straight up from the ground (angle pi/2): comes back to x1.
+  # v1 = 0: x1 + 0, exactly x1.
+  np.testing.assert_array_equal(y, np.float32([0.7]))
+  # Straight up from the ground (angle pi/2): comes back to x1. The float32
+  # angle is off pi/2, so |y - x1| <= x4 |cos(angle)| m / k (drift during
+  # the flight), plus the final rounding eps / 2 |x1|.
   y, valid = ballistics.landing(jnp.array([[-0.4, 0.0, np.pi / 2, 10.0]]))
   assert bool(valid[0])
-  np.testing.assert_allclose(y, [-0.4], atol=1e-5)
+  drift = 10.0 * abs(np.cos(np.float64(np.float32(np.pi / 2)))) * _M / _K
+  np.testing.assert_allclose(y, [-0.4], rtol=0,
+                             atol=drift + EPS32 / 2 * 0.4)
 
 
 def test_ballistics_invalid_throws_are_masked():
@@ -314,9 +404,9 @@ def test_ballistics_invalid_throws_are_masked():
   )
   y = np.asarray(y)
   assert np.all(np.isnan(y[[0, 2, 3, 4, 5]]))
-  np.testing.assert_allclose(
-      y[1], _landing_reference(np.asarray(x[1], np.float64)), rtol=1e-6
-  )
+  x1 = np.asarray(x[1:2], np.float64)
+  ref = _landing_reference(x1[0])
+  assert abs(y[1] - ref) <= _landing_tol(x1, ref)[0]
   sim = np.asarray(ballistics.simulate(x))
   assert sim.shape == (6, 1)
   np.testing.assert_array_equal(np.isnan(sim[:, 0]), ~np.asarray(valid))
@@ -333,16 +423,29 @@ def test_ballistics_gradients_match_finite_differences():
       )
   )
   x32 = np.asarray(jnp.asarray(x, jnp.float32), np.float64)
-  eps = 1e-5
-  fd = np.zeros_like(x32)
-  for i, j in itertools.product(range(2), range(4)):
-    dx = np.zeros(4)
-    dx[j] = eps
-    fd[i, j] = (
-        _landing_reference(x32[i] + dx) - _landing_reference(x32[i] - dx)
-    ) / (2 * eps)
-  np.testing.assert_allclose(grad, fd, rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(grad[:, 0], 1.0, atol=1e-6)
+
+  def central(h):
+    fd = np.zeros_like(x32)
+    for i, j in itertools.product(range(2), range(4)):
+      dx = np.zeros(4)
+      dx[j] = h
+      fd[i, j] = (
+          _landing_reference(x32[i] + dx) - _landing_reference(x32[i] - dx)
+      ) / (2 * h)
+    return fd
+
+  h = 1e-5
+  fd, fd2 = central(h), central(2 * h)
+  # The float64 gradient rounded to float32 (eps / 2 |g|); the central
+  # difference's truncation c h^2, about |fd(2h) - fd(h)| / 3 (taken
+  # whole); its rounding, the reference's 1e4 eps64 at the scale
+  # |x1| + x4 m / k (see _landing_tol) over h.
+  scale = np.abs(x32[:, :1]) + x32[:, 3:] * _M / _K
+  tol = (EPS32 / 2 * np.abs(grad) + np.abs(fd2 - fd)
+         + 1e4 * EPS64 * scale / h)
+  assert np.all(np.abs(grad - fd) <= tol)
+  # d x_land / d x1 = 1 exactly.
+  np.testing.assert_array_equal(grad[:, 0], 1.0)
 
 
 def test_ballistics_keeps_x64_local():
@@ -365,43 +468,63 @@ def test_lambert_w0_matches_scipy():
         jax.vmap(jax.grad(ballistics.lambert_w0))(jnp.asarray(z, jnp.float64))
     )
   ref = special.lambertw(z, 0).real
-  far = ref > -0.999
-  np.testing.assert_allclose(w[far], ref[far], rtol=1e-12, atol=1e-12)
-  # Near the branch point W0 amplifies the rounding of z (dW/dz ~ 1e6 at
-  # z = -1/e + 1e-12), so only ~1e-10 can be asked for there.
-  np.testing.assert_allclose(w[~far], ref[~far], atol=1e-9)
-  np.testing.assert_allclose(w * np.exp(w), z, rtol=1e-12, atol=1e-15)
-  # dW/dz = W / (z (1 + W)), and 1 at z = 0; checked away from the branch
-  # point, where the reference itself is ill-conditioned.
+  # Halley stops where w e^w - z is at its rounding floor (2 eps64 |z|:
+  # exp and the product); through dw = dz / (e^w (1 + w)) that moves w by
+  # 2 eps64 |w| / (1 + w), as large as W0's condition near the branch
+  # point (dW/dz ~ 1e6 at z = -1/e + 1e-12). Code and scipy each: 4, plus
+  # half an ulp of w for each one's final rounding.
+  delta = EPS64 * np.abs(ref) * (4 / (1 + ref) + 1)
+  assert np.all(np.abs(w - ref) <= delta)
+  # w e^w against z: d log(w e^w) / dw = (1 + w) / w turns delta into
+  # eps64 (5 + w) relative, plus the exp's and the product's roundings and
+  # the exp's own error (3 eps64).
+  assert np.all(np.abs(w * np.exp(w) - z) <= EPS64 * (8 + ref) * np.abs(z))
+  # dW/dz = W / (z (1 + W)), and 1 at z = 0; away from the branch point.
+  # e^-w / (1 + w) moves by (1 + 1 / (1 + w)) delta relative, the
+  # reference W / (z (1 + W)) by delta / (|W| (1 + W)); exp, add, divide
+  # and product 3 eps64 each.
   nz = (z != 0) & (ref > -0.999)
-  np.testing.assert_allclose(
-      dw[nz], ref[nz] / (z[nz] * (1 + ref[nz])), rtol=1e-9
-  )
-  np.testing.assert_allclose(dw[z == 0], 1.0)
+  r = ref[nz]
+  want = r / (z[nz] * (1 + r))
+  rel = (delta[nz] * (1 + 1 / (1 + r)) + delta[nz] / (np.abs(r) * (1 + r))
+         + 6 * EPS64)
+  assert np.all(np.abs(dw[nz] - want) <= rel * np.abs(want))
+  np.testing.assert_array_equal(dw[z == 0], 1.0)
   assert np.isnan(np.asarray(ballistics.lambert_w0(jnp.array([-0.5]))))[0]
 
 
 def test_ballistics_prior_moments_and_bounds():
   n = 20_000
   x = np.asarray(ballistics.sample_prior(KEY, n), np.float64)
-  np.testing.assert_allclose(x[:, 0].mean(), 0.0, atol=0.02)
-  np.testing.assert_allclose(x[:, 0].var(), 0.25, rtol=0.05)
+  _check_mean(x[:, 0], 0.0, 0.25)  # N(0, 1/4): mu4 = 3 var^2
+  _check_var(x[:, 0], 0.25, 3 * 0.25**2)
   assert x[:, 1].min() >= 0.0
-  np.testing.assert_allclose(x[:, 1].mean(), 1.5, atol=0.02)
-  np.testing.assert_allclose(x[:, 1].var(), 0.25, rtol=0.05)
+  # max(N(3/2, 1/4), 0): moments of the normal clipped at 0 (numerically).
+  clipped = stats.norm(1.5, 0.5).expect
+  m1 = clipped(lambda v: np.maximum(v, 0.0))
+  var2 = clipped(lambda v: (np.maximum(v, 0.0) - m1) ** 2)
+  mu4 = clipped(lambda v: (np.maximum(v, 0.0) - m1) ** 4)
+  _check_mean(x[:, 1], m1, var2)
+  _check_var(x[:, 1], var2, mu4)
   lo, hi = np.deg2rad(9.0), np.deg2rad(81.0)
   assert lo <= x[:, 2].min() and x[:, 2].max() <= hi
-  np.testing.assert_allclose(x[:, 2].mean(), (lo + hi) / 2, atol=0.01)
-  np.testing.assert_allclose(x[:, 2].var(), (hi - lo) ** 2 / 12, rtol=0.05)
+  # U(lo, hi): var (hi - lo)^2 / 12, mu4 = (hi - lo)^4 / 80.
+  _check_mean(x[:, 2], (lo + hi) / 2, (hi - lo) ** 2 / 12)
+  _check_var(x[:, 2], (hi - lo) ** 2 / 12, (hi - lo) ** 4 / 80)
   np.testing.assert_array_equal(x[:, 3], np.round(x[:, 3]))
   assert x[:, 3].min() >= 0.0
-  np.testing.assert_allclose(x[:, 3].mean(), 15.0, atol=0.15)
-  np.testing.assert_allclose(x[:, 3].var(), 15.0, rtol=0.06)
-  # The bounds box holds nearly all the prior mass.
+  # Poisson(15): mean = var = 15, mu4 = 15 (1 + 3 15).
+  _check_mean(x[:, 3], 15.0, 15.0)
+  _check_var(x[:, 3], 15.0, 15.0 * (1 + 3 * 15.0))
+  # The bounds box holds the prior mass p = P(|x1| <= 1.5) P(x2 <= 3)
+  # P(2 <= x4 <= 30): the inside fraction within Z binomial standard
+  # errors of it.
+  p = ((1 - 2 * stats.norm.cdf(-3.0)) * stats.norm.cdf(3.0)
+       * (stats.poisson.cdf(30, 15.0) - stats.poisson.cdf(1, 15.0)))
   inside = np.all(
       (x >= ballistics.LOWER[None]) & (x <= ballistics.UPPER[None]), axis=1
   )
-  assert inside.mean() > 0.99
+  assert abs(inside.mean() - p) <= Z * np.sqrt(p * (1 - p) / n)
 
 
 def test_ballistics_dataset_redraws_invalid_rows(monkeypatch):
@@ -421,5 +544,6 @@ def test_ballistics_dataset_redraws_invalid_rows(monkeypatch):
   assert len(calls) == 2
   assert x.shape == (16, 4) and y.shape == (16, 1)
   assert np.all(np.isfinite(y))
-  ref = np.array([_landing_reference(r) for r in x.astype(np.float64)])
-  np.testing.assert_allclose(y[:, 0], ref, rtol=1e-6, atol=1e-6)
+  x64 = x.astype(np.float64)
+  ref = np.array([_landing_reference(r) for r in x64])
+  assert np.all(np.abs(y[:, 0] - ref) <= _landing_tol(x64, ref))
