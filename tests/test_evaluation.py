@@ -11,8 +11,10 @@ from ipage_jax import solving
 from ipage_jax import tasks
 from ipage_jax.tasks import sinewave
 
+import roundoff
+
 TASK = tasks.get('sinewave')
-EPS32 = float(np.finfo(np.float32).eps)
+EPS32 = roundoff.EPS32
 
 
 def _sols(x, x_posterior, target, surrogate_error=None, steps=0.0):
@@ -27,21 +29,6 @@ def _sols(x, x_posterior, target, surrogate_error=None, steps=0.0):
       gradient_steps_per_solution=steps)
 
 
-def _sine64(x):
-  """The sinewave in float64 on the float32 designs the code sees."""
-  x = np.asarray(np.asarray(x, np.float32), np.float64)
-  return np.sin(3 * np.pi * x[..., 0]) + np.cos(3 * np.pi * x[..., 1])
-
-
-def _sine_round_off(x):
-  """|float32 sinewave - `_sine64`| per row: the argument 3 pi x1 is off by
-  |3 pi x1| eps (the float32 constant 3 pi and the product, eps / 2 each),
-  moving sin by as much (slope <= 1); XLA's float32 sin and cos are within
-  2 eps of 1 each and the sum rounds by eps (|y| <= 2)."""
-  x = np.abs(np.asarray(np.asarray(x, np.float32), np.float64))
-  return (3 * np.pi * (x[..., 0] + x[..., 1]) + 5) * EPS32
-
-
 def _q(x, targets):
   """Float64 mean squared error of the sinewave at x (n, 2) against float32
   targets (() or (n,)), and the float32 round-off bound of the code's: per
@@ -49,9 +36,10 @@ def _q(x, targets):
   2 |y - t| d + d^2, the square rounds by e eps / 2; summing n positive
   terms and dividing by n round by n eps / 2 relative at most."""
   t = np.asarray(np.asarray(targets, np.float32), np.float64)
-  r = _sine64(x) - t
+  y = roundoff.sine64(x)
+  r = y - t
   e = r * r
-  d = _sine_round_off(x) + np.abs(r) * EPS32 / 2
+  d = roundoff.sine_round_off(x, y) + np.abs(r) * EPS32 / 2
   bound = 2 * np.abs(r) * d + d * d + e * EPS32 / 2
   return e.mean(), bound.mean() + len(e) * EPS32 / 2 * e.mean()
 
@@ -128,7 +116,7 @@ def test_r_t_ranks_only_the_methods_that_localize():
   rng = np.random.default_rng(0)
   x = rng.uniform(-1, 1, size=(2, 3, 2)).astype(np.float32)
   y_targets = np.array([[1.2], [0.3]], np.float32)
-  r = _sine64(x) - np.asarray(y_targets, np.float64)
+  r = roundoff.sine64(x) - np.asarray(y_targets, np.float64)
   err = r ** 2  # float64, (2, 3)
   # Each float32 error is within the `_q` bound of its row, b (2, 3); a min
   # of a prefix is within its largest b; the mean over the 2 targets rounds

@@ -15,13 +15,12 @@ from ipage_jax.tasks import ballistics
 from ipage_jax.tasks import robot_arm
 from ipage_jax.tasks import sinewave
 
+import roundoff
+
 KEY = jax.random.PRNGKey(0)
-EPS32 = float(np.finfo(np.float32).eps)
+EPS32 = roundoff.EPS32
 EPS64 = float(np.finfo(np.float64).eps)
-# XLA's float32 sin / cos are within 1 eps of the true value for the
-# arguments used here (range reduction and polynomial; measured <= 0.3 eps
-# on [-12, 12]).
-TRIG_ULPS = 1
+TRIG_ULPS = roundoff.TRIG_ULPS
 # Standard errors allowed for a sample moment (a false alarm probability
 # of 6e-5 per check).
 Z = 4
@@ -117,19 +116,6 @@ def test_jit_and_vmap_agree(name):
 # ----------------------------------------------------------------- sinewave
 
 
-def _sine_tol(x, y, exact_inputs):
-  """Round-off bound of the float32 sinewave at x against its true value.
-
-  The arguments a = fl(3 pi) x round twice (eps / 2 each, relative), and
-  once more when x itself was rounded to float32 (exact_inputs False);
-  sin and cos have slope <= 1 and add TRIG_ULPS eps each; the sum rounds
-  by eps / 2 |y|.
-  """
-  a = 3 * np.pi * np.abs(np.asarray(x, np.float64))
-  arg = (1.0 if exact_inputs else 1.5) * a.sum(-1)
-  return EPS32 * (arg + 2 * TRIG_ULPS + np.abs(y) / 2)
-
-
 def test_sinewave_known_values():
   x = jnp.array([
       [1 / 6, 0.0],  # both terms at their maximum
@@ -141,7 +127,7 @@ def test_sinewave_known_values():
   expected = np.array([2.0, 1.0, 0.0, 0.5, -2.0])
   got = np.asarray(sinewave.simulate(x)[:, 0], np.float64)
   assert np.all(np.abs(got - expected)
-                <= _sine_tol(np.asarray(x), expected, False))
+                <= roundoff.sine_round_off(np.asarray(x), expected, False))
 
 
 def test_sinewave_mode_centers_are_the_maxima():
@@ -150,7 +136,7 @@ def test_sinewave_mode_centers_are_the_maxima():
   assert len({tuple(np.round(r, 6)) for r in c}) == 9
   assert np.all(np.abs(c) <= 1.0)
   got = np.asarray(sinewave.simulate(c)[:, 0], np.float64)
-  assert np.all(np.abs(got - 2.0) <= _sine_tol(c, 2.0, False))
+  assert np.all(np.abs(got - 2.0) <= roundoff.sine_round_off(c, 2.0, False))
   np.testing.assert_array_equal(sinewave.mode_index(c), np.arange(9))
   # No other maximum inside the box: brute force on a fine grid.
   g = np.linspace(-1, 1, 601)
@@ -196,10 +182,8 @@ def test_sinewave_prior_moments():
 
 def test_sinewave_dataset_matches_formula():
   x, y = sinewave.make_dataset(KEY, 16)
-  ref = np.sin(3 * np.pi * x[:, 0].astype(np.float64)) + np.cos(
-      3 * np.pi * x[:, 1].astype(np.float64)
-  )
-  assert np.all(np.abs(y[:, 0] - ref) <= _sine_tol(x, ref, True))
+  ref = roundoff.sine64(x)
+  assert np.all(np.abs(y[:, 0] - ref) <= roundoff.sine_round_off(x, ref, True))
 
 
 # ---------------------------------------------------------------- robot arm

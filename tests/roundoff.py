@@ -1,0 +1,28 @@
+"""Float32 round-off budgets shared by the tests (imported as `roundoff`)."""
+
+import numpy as np
+
+EPS32 = float(np.finfo(np.float32).eps)
+# XLA's float32 sin / cos are within 1 eps of the true value for the
+# arguments used in the tests (range reduction and polynomial; measured
+# <= 0.3 eps on [-12, 12]).
+TRIG_ULPS = 1
+
+
+def sine64(x):
+  """The sinewave task's y in float64 at the float32 designs (..., 2)."""
+  x = np.asarray(np.asarray(x, np.float32), np.float64)
+  return np.sin(3 * np.pi * x[..., 0]) + np.cos(3 * np.pi * x[..., 1])
+
+
+def sine_round_off(x, y, exact_inputs=True):
+  """Bound on |float32 sinewave - true value| at x (..., 2), y (...).
+
+  The arguments a = fl(3 pi) x round twice (eps / 2 each, relative), and
+  once more when x itself was rounded to float32 (exact_inputs False);
+  sin and cos have slope <= 1 and add TRIG_ULPS eps each; the sum rounds
+  by eps / 2 |y|.
+  """
+  a = 3 * np.pi * np.abs(np.asarray(x, np.float64))
+  arg = (1.0 if exact_inputs else 1.5) * a.sum(-1)
+  return EPS32 * (arg + 2 * TRIG_ULPS + np.abs(y) / 2)
