@@ -238,3 +238,47 @@ def test_augment_transforms_training_batches_only():
   np.testing.assert_allclose(runs['shifted'].history['val_loss'][-1],
                              var + 100.0, rtol=0,
                              atol=20 * tol_w + 4 * EPS32 * 13.5**2)
+
+
+def test_padded_layout_drives_padding_to_zero_and_posterior_follows_y():
+  """Layout [y, z, pad] (Ardizzone et al. 2019): on the toy problem the
+  padding outputs are trained to ~0, and the posterior f^-1([y*, z, 0])
+  depends on y*."""
+  x, y = _toy_data()
+  config = _tiny_config(60)
+  config.model.width = 4
+  config.model.layout = 'padded'   # z_dim 0: x_dim - y_dim = 1
+  model = pipeline.fit(jax.random.PRNGKey(0), x, y, config)
+  inn = model.net
+  assert (inn.y_dim, inn.z_dim, inn.width) == (1, 1, 4)
+  x_in = inn.pad_x(model.x_scaler.forward(x))
+  y_out, z_out, pad_out = inn.split_output(inn.apply(model.params, x_in)[0])
+  assert (y_out.shape, z_out.shape, pad_out.shape) == (
+      (512, 1), (512, 1), (512, 2))
+  # The untrained INN is a permutation of its 4 input columns (the two
+  # standardized x columns, mean square ~1, and two of padding noise), so
+  # its padding outputs hold at least one data column; trained, each
+  # padding output keeps less than 1 % of a standardized column's power.
+  untrained = inn.init(jax.random.PRNGKey(0), jnp.zeros((1, 4), jnp.float32))
+  pad_untrained = inn.split_output(inn.apply(untrained, x_in)[0])[2]
+  assert np.max(np.mean(np.square(pad_untrained), 0)) > 0.5
+  assert np.max(np.mean(np.square(pad_out), 0)) < 0.01
+  # Posterior samples for two targets. Uniform draws from the box have
+  # E (y(x) - y*)^2 = var y + (E y - y*)^2 = 16/45 + (1/6 - y*)^2 (closed
+  # form, E y = 1/6, var y = 1/3 + (1/5 - 1/9) / 4); the posterior must
+  # do 10x better, and the two clouds must differ: on the exact posterior
+  # x1 = y* - x2^2 / 2 with x2 ~ U(-1, 1), so mean x1 = y* - 1/6, 1.5 apart
+  # for these targets; the samples' means must be at least half that
+  # apart and the two x1 samples distinguishable (two-sample KS).
+  clouds = []
+  for i, target in enumerate((-0.5, 1.0)):
+    y_std = model.y_scaler.forward(jnp.array([[target]], jnp.float32))
+    x_std = pipeline.sample_posterior(inn, model.params,
+                                      jax.random.PRNGKey(i), y_std, 500,
+                                      'srs')[0]
+    xs = np.asarray(model.x_scaler.inverse(x_std), np.float64)
+    q = np.mean((xs[:, 0] + 0.5 * xs[:, 1] ** 2 - target) ** 2)
+    assert q < (16 / 45 + (1 / 6 - target) ** 2) / 10, (target, q)
+    clouds.append(xs[:, 0])
+  assert clouds[1].mean() - clouds[0].mean() > 0.75
+  assert stats.ks_2samp(clouds[0], clouds[1]).pvalue < 1e-6
