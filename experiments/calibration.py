@@ -2,11 +2,14 @@ r"""Calibration of sampled posteriors: SBC ranks and expected coverage.
 
   python -m experiments.calibration --task sinewave --workdir runs/calib \
       --model inn=runs/sinewave/model \
-      --model cinn=runs/sinewave_cinn/model
+      --model cinn=runs/sinewave_cinn/model \
+      --model 'inn=runs/sinewave/model posterior_keep=1.0'
 
 For T held-out pairs (x_t, y_t) drawn from the task's data generator (a seed
 no training run uses), each model draws L posterior samples for y_t without
-localization (`inn` is iPage's INN posterior), and `metrics.calibration`
+localization (`inn` is iPage's INN posterior; the model's own solve
+settings, with the `key=value` overrides that follow the path, e.g.
+`posterior_keep=1.0`), and `metrics.calibration`
 ranks x_t among them (simulation-based calibration) and measures the
 coverage of central and highest-density credible regions. With
 `--exact_tol` > 0 a reference posterior by rejection sampling from the
@@ -16,8 +19,8 @@ p-values, coverage at every level, re-simulation error of the samples) and
 `calibration.png` (`plotting.calibration`) to --workdir.
 """
 
-import json
 import os
+from typing import NamedTuple
 
 from absl import app
 from absl import flags
@@ -25,6 +28,7 @@ from absl import logging
 import jax
 import numpy as np
 
+from experiments import train
 from ipage_jax import methods
 from ipage_jax import metrics
 from ipage_jax import plotting
@@ -33,8 +37,9 @@ from ipage_jax import tasks
 _TASK = flags.DEFINE_string('task', 'sinewave', 'Task name.')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output directory.')
 _MODELS = flags.DEFINE_multi_string(
-    'model', [], 'method=path of a saved model (model.msgpack of a task '
-    'script run or a benchmark cache), repeatable.')
+    'model', [], "'method=path [key=value ...]': a saved model (the model/ "
+    'directory of a task script run or a benchmark cache) and overrides of '
+    'its solve settings; repeatable.')
 _TARGETS = flags.DEFINE_integer('num_targets', 300, 'Held-out pairs T.')
 _SAMPLES = flags.DEFINE_integer('num_samples', 99,
                                 'Posterior samples L per target.')
@@ -51,17 +56,31 @@ _SAMPLER = flags.DEFINE_string('sampler', 'srs', 'Latent design. SBC '
 _DATA_SEED = 9_000_001
 
 
-def parse_models(specs):
-  """['method=path', ...] -> {method: path}, checked."""
+class ModelSpec(NamedTuple):
+  """One posterior to calibrate: a method's saved model, solve overrides."""
+  method: str
+  path: str
+  overrides: str   # 'key=value ...' of `train.override_solve`
+
+
+def parse_models(specs) -> dict[str, ModelSpec]:
+  """["method=path [key=value ...]", ...] -> {label: ModelSpec}, checked.
+
+  The label is the method, followed by the overrides when there are any.
+  """
   models = {}
   for spec in specs:
-    name, sep, path = spec.partition('=')
+    name, sep, rest = spec.partition('=')
+    path, _, overrides = rest.strip().partition(' ')
     if not sep or not name or not path:
       raise app.UsageError(f'--model {spec!r} is not method=path')
     methods.get(name)  # unknown names fail here
     if not os.path.exists(path):
       raise app.UsageError(f'--model {spec!r}: no file {path!r}')
-    models[name] = path
+    label = f'{name} ({overrides.strip()})' if overrides.strip() else name
+    if label in models:
+      raise app.UsageError(f'--model {label!r} given twice')
+    models[label] = ModelSpec(name, path, overrides.strip())
   return models
 
 
@@ -100,14 +119,18 @@ def main(argv):
   x_true, y = task.make_dataset(jax.random.PRNGKey(_DATA_SEED),
                                 _TARGETS.value)
   posteriors = {}
-  for name, path in models.items():
-    method = methods.get(name)
-    model = methods.load_model(path, name)
-    logging.info('%s: %d x %d posterior samples', name, len(y),
+  for label, spec in models.items():
+    method = methods.get(spec.method)
+    model = methods.load_model(spec.path, spec.method)
+    try:
+      solve_config = train.override_solve(model.config.solve, spec.overrides)
+    except train.UsageError as e:
+      raise app.UsageError(f'--model {label!r}: {e}') from e
+    logging.info('%s: %d x %d posterior samples', label, len(y),
                  _SAMPLES.value)
     sols = method.solve(model, key, y, _SAMPLES.value, _SAMPLER.value,
-                        solve_config=model.config.solve)
-    posteriors[name] = np.asarray(sols.x_posterior)
+                        solve_config=solve_config)
+    posteriors[label] = np.asarray(sols.x_posterior)
   if _EXACT_TOL.value > 0:
     logging.info('rejection reference, tol %g', _EXACT_TOL.value)
     posteriors['exact (rejection)'] = metrics.rejection_posterior(
@@ -123,11 +146,10 @@ def main(argv):
                  report[name]['central_coverage_error'],
                  report[name]['hpd_coverage_error'])
   os.makedirs(_WORKDIR.value, exist_ok=True)
-  with open(os.path.join(_WORKDIR.value, 'calibration.json'), 'w') as f:
-    json.dump({'task': task.name, 'num_targets': len(y),
-               'num_samples': _SAMPLES.value, 'models': models,
-               'exact_tol': _EXACT_TOL.value, 'results': report}, f,
-              indent=2)
+  train.write_json(os.path.join(_WORKDIR.value, 'calibration.json'), {
+      'task': task.name, 'num_targets': len(y), 'num_samples': _SAMPLES.value,
+      'models': {k: v._asdict() for k, v in models.items()},
+      'exact_tol': _EXACT_TOL.value, 'results': report})
   names = list(task.x_names) or [f'x{i + 1}' for i in range(task.x_dim)]
   plotting.calibration(
       results, names, title=f'{task.name}: calibration of the posteriors '

@@ -16,7 +16,6 @@ what localization, clipping and ranking do with one posterior. Prints a
 markdown table and writes it to `workdir/solve_ablation_<task>_<method>.md`.
 """
 
-import ast
 import importlib
 import os
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from experiments import benchmark
 from experiments import runner
+from experiments import train
 from ipage_jax import checkpoint
 from ipage_jax import methods
 from ipage_jax import tasks
@@ -41,21 +41,6 @@ _SETTINGS = flags.DEFINE_multi_string(
 _TARGETS = flags.DEFINE_list(
     'targets', [], 'Targets (1-D properties only); default: the default '
     'and extra targets of the task.')
-
-
-def parse_setting(text: str) -> dict:
-  """'a=1 b=True' -> {'a': 1, 'b': True}; raises UsageError when malformed."""
-  out = {}
-  for item in text.split():
-    name, sep, value = item.partition('=')
-    if not sep or not name:
-      raise runner.UsageError(f'--setting items must be key=value, got '
-                              f'{item!r}')
-    try:
-      out[name] = ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-      raise runner.UsageError(f'--setting {name}: {value!r} is not a literal')
-  return out
 
 
 def ablation_table(workdir, task_name, method_name, seeds, settings,
@@ -75,12 +60,7 @@ def ablation_table(workdir, task_name, method_name, seeds, settings,
   header = ['solve setting'] + [f'y* = {t:g}' for t in targets]
   rows = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
   for text in settings:
-    solve_config = base.copy_and_resolve_references()
-    for name, value in parse_setting(text).items():
-      if name not in solve_config:
-        raise runner.UsageError(f'unknown solve setting {name!r}; expected '
-                                f'one of {sorted(solve_config.keys())}')
-      solve_config[name] = value
+    solve_config = train.override_solve(base, text)
     cells = []
     for target in targets:
       q, props = [], []

@@ -25,6 +25,7 @@ and the benchmark always had, so that seeds reproduce earlier runs).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import io
@@ -180,6 +181,34 @@ def check(config: ml_collections.ConfigDict, workdir: str,
 
 # ---------------------------------------------------------------------------
 # Files.
+
+
+def override_solve(solve: ml_collections.ConfigDict, text: str
+                   ) -> ml_collections.ConfigDict:
+  """A copy of a `solve` section with the overrides of `text`.
+
+  Args:
+    solve: a config's `solve` section (not changed).
+    text: space-separated `key=value` items, values as Python literals,
+      e.g. "posterior_keep=1.0 rank_by='surrogate'"; '' changes nothing.
+
+  Raises:
+    UsageError: a malformed item, a value that is not a literal or a key
+      that is not a solve setting.
+  """
+  out = solve.copy_and_resolve_references()
+  for item in text.split():
+    name, sep, value = item.partition('=')
+    if not sep or not name:
+      raise UsageError(f'solve overrides must be key=value, got {item!r}')
+    if name not in out:
+      raise UsageError(f'unknown solve setting {name!r}; expected one of '
+                       f'{sorted(out.keys())}')
+    try:
+      out[name] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      raise UsageError(f'solve setting {name}: {value!r} is not a literal')
+  return out
 
 
 def write_json(path: str, value) -> None:

@@ -459,4 +459,8 @@ def test_solve_ablation_applies_each_setting(smoke):
     solve_ablation.ablation_table(str(workdir), 'sinewave', 'ipage', [0],
                                   ['no_such=1'], [1.2], 8)
   with pytest.raises(runner.UsageError, match='key=value'):
-    solve_ablation.parse_setting('oversample')
+    solve_ablation.ablation_table(str(workdir), 'sinewave', 'ipage', [0],
+                                  ['oversample'], [1.2], 8)
+  with pytest.raises(runner.UsageError, match='not a literal'):
+    train.override_solve(sinewave_config.get_config().solve,
+                         'rank_by=surrogate')

@@ -145,6 +145,28 @@ def test_script_end_to_end_quick(tmp_path):
     assert (workdir / name).exists(), name
   assert not [p for p in os.listdir(workdir)
               if p.startswith('.tmp') or '.ckpt-' in p]
+  # The calibration script on this model, as saved and with an override.
+  model = workdir / 'model'
+  calib = tmp_path / 'calib'
+  proc = _run_script([f'--workdir={calib}', f'--model=inn={model}',
+                      f'--model=inn={model} posterior_keep=0.5',
+                      '--num_targets=8', '--num_samples=9', '--num_bins=3'],
+                     tmp_path, 'experiments.calibration')
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(calib / 'calibration.json') as f:
+    report = json.load(f)
+  assert list(report['results']) == ['inn', 'inn (posterior_keep=0.5)']
+  assert report['models']['inn (posterior_keep=0.5)']['overrides'] == (
+      'posterior_keep=0.5')
+  for r in report['results'].values():
+    assert all(0 <= p <= 1 for p in r['rank_p_value'])
+    assert 0 <= r['hpd_coverage_error'] <= 1
+  assert (calib / 'calibration.png').exists()
+  proc = _run_script([f'--workdir={tmp_path / "bad"}',
+                      f'--model=inn={model} no_such=1'], tmp_path,
+                     'experiments.calibration')
+  assert proc.returncode == 1 and 'unknown solve setting' in proc.stderr
+  assert not (tmp_path / 'bad').exists()
 
 
 def test_mos2_refuses_negative_band_gap(tmp_path):
