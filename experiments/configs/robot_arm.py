@@ -21,7 +21,11 @@ def get_config():
   c.train.learning_rate = 1e-3     # the table's 1e-2 diverges
   c.train.final_learning_rate = 1e-5
   c.train.switch_fraction = 0.7    # forward fit alone for 70 % of epochs
-  c.solve.localize_steps = 1000    # localization as for the sinewave
+  # [y, z, pad] outputs, z of x_dim - y_dim columns (Ardizzone et al. 2019)
+  c.model.layout = 'padded'
+  # Keep the 10 % of latent draws with the smallest inverse x-padding.
+  c.solve.posterior_keep = 0.1
+  c.solve.localize_steps = 200     # localization as for the sinewave
   c.solve.localize_learning_rate = 1e-2
   c.solve.localize_final_learning_rate = 1e-5
   c.solve.oversample = 1.2
