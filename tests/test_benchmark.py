@@ -450,7 +450,7 @@ def test_solve_ablation_applies_each_setting(smoke):
     t_std = model.y_scaler.forward(np.array([[target]], np.float32))
     drawn = model.x_scaler.inverse(pipeline.sample_posterior(
         model.net, model.params, jax.random.PRNGKey(0), t_std, 8,
-        model.config.solve.sampler)[0])
+        model.config.solve.sampler, model.config.solve.posterior_keep)[0])
     expected = np.mean((np.asarray(sinewave.simulate(drawn))[:, 0]
                         - target) ** 2)
     np.testing.assert_allclose(q[0, j], expected, rtol=1e-2)

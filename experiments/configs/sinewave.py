@@ -37,7 +37,7 @@ def get_config():
   c.solve.min_candidates = 200
   # --quick: about a minute on 2 cores, still covering the 9 modes.
   c.quick.data_size = 0
-  c.quick.train.epochs = 40
+  c.quick.train.epochs = 80
   c.quick.train.learning_rate = 5e-3
   c.quick.train.final_learning_rate = 1e-4
   c.quick.model.hidden = 64
