@@ -26,3 +26,67 @@ def sine_round_off(x, y, exact_inputs=True):
   a = 3 * np.pi * np.abs(np.asarray(x, np.float64))
   arg = (1.0 if exact_inputs else 1.5) * a.sum(-1)
   return EPS32 * (arg + 2 * TRIG_ULPS + np.abs(y) / 2)
+
+
+# ----------------------------------------------------------- ensembles, MLPs
+
+EPS64 = float(np.finfo(np.float64).eps)
+
+
+def gamma(j):
+  """Relative bound gamma_j = j u / (1 - j u), u = eps32 / 2, of j float32
+  roundings (products of (1 + d_i), |d_i| <= u)."""
+  return j * EPS32 / 2 / (1 - j * EPS32 / 2)
+
+
+def mean_round_off(members):
+  """Float32 error bound of the mean over axis 0 of (E, n, M) members.
+
+  The sum of E terms rounds E - 1 times, each by eps / 2 of a partial sum
+  <= sum |m| = E mean |m|; then the product with the rounded 1 / E, 2
+  roundings of eps / 2 of |mean| <= mean |m|: ((E - 1) E / 2 + 1) eps
+  mean |m| elementwise.
+  """
+  e = members.shape[0]
+  return ((e - 1) * e / 2 + 1) * EPS32 * np.abs(members).mean(0)
+
+
+def _silu64(z):
+  return z / (1.0 + np.exp(-z))
+
+
+# float64 activation, its Lipschitz constant, and the float32 rounding of
+# the activation itself in eps of |argument|. silu = z sigmoid(z): its slope
+# is at most 1.0998 (at z = 2.40); sigmoid by exp, add, divide (or by
+# tanh) and the product: <= 4 eps |z|, whatever the formula.
+ACTIVATIONS64 = {'silu': (_silu64, 1.1, 4)}
+
+
+def mlp64(layers, h, dh, activation):
+  """A float32 MLP in float64, with a bound on the float32 result's error.
+
+  Args:
+    layers: [(kernel (k, m), bias (m,)), ...] float64 copies of the float32
+      Dense parameters; `activation` between them, none after the last.
+    h: (n, k) exact values of the float32 input; dh: bound on its error.
+
+  Returns:
+    (out, bound): the float64 output and a bound on |float32 - out|. A
+    float32 dot product of k terms plus the bias is within gamma_{k+1}
+    (|W|^T |h| + |b|) of the exact one in any summation order, with or
+    without FMA (gamma_j = j u / (1 - j u), u = eps / 2); an input error dh
+    moves it by at most |W|^T dh; the activation passes that on times its
+    slope and adds its own rounding.
+  """
+  act, lipschitz, ulps = ACTIVATIONS64[activation]
+  for i, (w, b) in enumerate(layers):
+    aw = np.abs(w)
+    z = h @ w + b
+    dz = dh @ aw + gamma(w.shape[0] + 1) * ((np.abs(h) + dh) @ aw
+                                            + np.abs(b))
+    if i + 1 < len(layers):
+      h = act(z)
+      dh = lipschitz * dz + ulps * EPS32 * (np.abs(z) + dz)
+    else:
+      h, dh = z, dz
+  return h, dh
