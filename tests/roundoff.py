@@ -90,3 +90,53 @@ def mlp64(layers, h, dh, activation):
     else:
       h, dh = z, dz
   return h, dh
+
+
+# ------------------------------------------------------ finite differences
+
+
+def central_difference(f, x, h, f_err):
+  """Central differences of a float64 function, with an error bound.
+
+  Args:
+    f: function of a (d,) point returning an array of any shape S.
+    x: (d,) point; h: step.
+    f_err: bound on the error of each value of f (scalar or shape S).
+
+  Returns:
+    (fd, bound), shape S + (d,): fd[..., j] = (f(x + h e_j) - f(x - h e_j))
+    / 2h. The truncation c h^2 + O(h^4) is estimated by Richardson from the
+    step 2h: fd(2h) - fd(h) = 3 c h^2 + ..., taken whole (3 times the
+    estimate; a bound when the higher terms have c's sign, as for sums of
+    exponentials). The rounding of f moves fd by f_err / h.
+  """
+  x = np.asarray(x, np.float64)
+
+  def central(step):
+    cols = []
+    for j in range(x.shape[0]):
+      dx = np.zeros_like(x)
+      dx[j] = step
+      cols.append((np.asarray(f(x + dx)) - np.asarray(f(x - dx))) / (2 * step))
+    return np.stack(cols, -1)
+
+  fd, fd2 = central(h), central(2 * h)
+  return fd, np.abs(fd2 - fd) + np.asarray(f_err)[..., None] / h
+
+
+# ---------------------------------------------------------------- ballistics
+
+# m / k of the paper's ballistics (m = 0.2 kg, k = 0.25 kg / s).
+BALLISTICS_M_OVER_K = 0.2 / 0.25
+
+
+def landing_round_off(x, ref):
+  """Bound on |float32 landing point - ref| at the float32 throws x (n, 4).
+
+  The final rounding to float32 (eps / 2 |y|), plus both float64
+  solutions' error (brentq at xtol 1e-15, the float64 terms of eq. 20-21,
+  <= 1e4 eps64 at the scale |x1| + x4 m / k; 1e-12 here).
+  """
+  x = np.abs(np.asarray(x, np.float64))
+  return (EPS32 / 2 * np.abs(ref)
+          + 1e4 * EPS64 * (x[:, 0] + x[:, 3] * BALLISTICS_M_OVER_K))
