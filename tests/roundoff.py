@@ -1,5 +1,6 @@
 """Float32 round-off budgets shared by the tests (imported as `roundoff`)."""
 
+import jax
 import numpy as np
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -140,3 +141,56 @@ def landing_round_off(x, ref):
   x = np.abs(np.asarray(x, np.float64))
   return (EPS32 / 2 * np.abs(ref)
           + 1e4 * EPS64 * (x[:, 0] + x[:, 3] * BALLISTICS_M_OVER_K))
+
+
+# ------------------------------------------------------------ invertible nets
+
+# Float32 roundings of one elementwise map plus its inverse, each at most
+# eps at the scale of the values. Affine: exp(s), multiply, add, then
+# subtract, exp(-s), multiply, and exp(s) exp(-s) != 1 (2 more): 8. Spline:
+# the rational quadratic and its derivative (~12 operations) and the
+# inverse's stable quadratic-root formula (~20): 32.
+FLOW_ULPS = dict(affine=8, spline=32)
+# (kind of elementwise map, how many) per block: a GLOW coupling moves both
+# halves, the others one; a permutation only moves data (exact).
+FLOW_MAPS = dict(glow=('affine', 2), realnvp=('affine', 1),
+                 spline=('spline', 1), actnorm=('affine', 1),
+                 permutation=('affine', 0))
+
+
+def block_ulps(kind):
+  """Roundings budgeted for one block of `kind` (FLOW_ULPS, FLOW_MAPS)."""
+  map_kind, count = FLOW_MAPS[kind]
+  return FLOW_ULPS[map_kind] * count
+
+
+def inn_ulps(inn):
+  """Roundings budgeted for a whole `flows.INN`: couplings and ActNorms."""
+  per_block = block_ulps(inn.coupling) + (
+      block_ulps('actnorm') if inn.actnorm else 0)
+  return inn.num_blocks * per_block
+
+
+def flow_jacobians(module, params, v, cond=None, method=None):
+  """(n, d, d) Jacobians of every row's map by forward-mode AD, as float64
+  (independent of the code's own log-det bookkeeping)."""
+  def f(a, c):
+    c = None if cond is None else c[None]
+    return module.apply(params, a[None], c, method=method)[0][0]
+
+  c = np.zeros((v.shape[0], 0), np.float32) if cond is None else cond
+  return np.asarray(jax.vmap(jax.jacfwd(f))(v, c), np.float64)
+
+
+def round_trip_tol(v, out, jac_inv, ulps):
+  """Bound on |inverse(forward(v)) - v| per row (n, 1).
+
+  Every rounding is at most eps at the scale of the row's values; to first
+  order the inverse passes a perturbation of its input on amplified by at
+  most ||J_inv||_inf (the inverse's Jacobians at the rows of `out`,
+  (n, d, d); a condition estimate).
+  """
+  scale = np.maximum(np.abs(np.asarray(v)).max(-1),
+                     np.abs(np.asarray(out)).max(-1))
+  amp = np.maximum(1.0, np.abs(jac_inv).sum(-1).max(-1))
+  return (ulps * EPS32 * scale * amp)[:, None]
