@@ -12,25 +12,48 @@ from ipage_jax import oracle
 from ipage_jax import tasks
 from ipage_jax.tasks import mos2
 
-# Column ranges printed in the data README (3 decimals).
+import roundoff
+
+# Column ranges printed in the data README, with their decimals.
 README_MIN = np.array([2.529, 2.528, 9.837, 72.00, 72.01, 96.00, -1.00])
 README_MAX = np.array([3.792, 3.792, 14.753, 107.99, 108.00, 143.99, 1.00])
+README_DECIMALS = np.array([3, 3, 3, 2, 2, 2, 2])
 TINY = dict(members=2, hidden=8, depth=2, epochs=1, batch_size=64,
             floor=0.0)
+
+
+def _read_csv(name):
+  """A packaged CSV parsed line by line (float64), independent of numpy."""
+  root = os.path.join(os.path.dirname(mos2.__file__), '..', 'data', 'mos2')
+  with open(os.path.join(root, name)) as f:
+    return np.array([[float(v) for v in line.split(',')] for line in f])
 
 
 def test_load_data_shapes_and_readme_figures():
   x, y = mos2.load_data()
   assert x.shape == (10798, 7) and y.shape == (10798, 1)
   assert x.dtype == np.float32 and y.dtype == np.float32
-  assert np.isfinite(x).all() and np.isfinite(y).all()
-  np.testing.assert_allclose(x.min(0), README_MIN, atol=0.006)
-  np.testing.assert_allclose(x.max(0), README_MAX, atol=0.006)
+  # Only parsing and one rounding to float32: exact against an
+  # independent parse.
+  np.testing.assert_array_equal(x, _read_csv('data_x.csv').astype(np.float32))
+  np.testing.assert_array_equal(y, _read_csv('data_y.csv').astype(np.float32))
+  # A figure printed with k decimals is within half a unit of the last
+  # digit of the value; storing in float32 adds eps / 2 of the value.
+  half = 0.5 * 10.0 ** -README_DECIMALS
+  for got, fig in ((x.min(0), README_MIN), (x.max(0), README_MAX)):
+    assert np.all(np.abs(got - fig) <= half + roundoff.EPS32 * np.abs(fig))
   assert y.min() == 0.0
-  assert y.max() == pytest.approx(2.39, abs=0.005)
-  assert 0.63 < np.mean(y == 0) < 0.65      # "about 64 % exactly 0"
-  assert np.median(y) == 0.0
-  assert np.quantile(y, 0.9) == pytest.approx(0.98, abs=0.03)
+  # "0 to 2.39" eV: 2 decimals.
+  assert y.max() == pytest.approx(2.39, abs=0.005 + roundoff.EPS32 * 2.39)
+  # "About 64 %" exactly 0: 2 digits, so within half a percent; the count
+  # is exact (a float32 is 0 exactly when the parsed value is).
+  zeros = int(np.sum(y == 0))
+  assert zeros == int(np.sum(_read_csv('data_y.csv') == 0))
+  assert abs(zeros / len(y) - 0.64) <= 0.005
+  assert np.median(y) == 0.0  # more than half the rows are 0
+  # "90th percentile ~0.98 eV": 2 decimals.
+  assert np.quantile(y, 0.9) == pytest.approx(
+      0.98, abs=0.005 + roundoff.EPS32 * 0.98)
   assert mos2.max_gap() == float(y.max())
 
 
@@ -126,6 +149,32 @@ def test_cache_dir_from_environment(monkeypatch, tmp_path):
       os.path.expanduser('~'), '.cache', 'ipage_jax')
 
 
+def _members64(model, x):
+  """An oracle's member predictions (E, n, M) in float64 at the float32 x,
+  and a bound on the float32 members' error.
+
+  Standardizing x rounds twice (gamma_2 |x_std|); the MLPs as in
+  `roundoff.mlp64`; back to original units, out * scale + mean rounds twice
+  (gamma_2 of |out * scale| + |result|).
+  """
+  f64 = lambda a: np.asarray(a, np.float64)
+  h = (f64(x) - f64(model.x_scaler.mean)) / f64(model.x_scaler.scale)
+  scale, mean = f64(model.y_scaler.scale), f64(model.y_scaler.mean)
+  params = model.params['params']
+  names = sorted(params, key=lambda n: int(n.split('_')[-1]))  # Dense_i
+  out, bound = [], []
+  for e in range(model.settings.members):
+    layers = [(f64(params[n]['kernel'][e]), f64(params[n]['bias'][e]))
+              for n in names]
+    o, do = roundoff.mlp64(layers, h, roundoff.gamma(2) * np.abs(h),
+                           model.settings.activation)
+    y = o * scale + mean
+    out.append(y)
+    bound.append(do * scale + roundoff.gamma(2) * (np.abs(o * scale)
+                                                   + np.abs(y)))
+  return np.stack(out), np.stack(bound)
+
+
 @pytest.fixture
 def fresh_cache(monkeypatch, tmp_path):
   monkeypatch.setenv(mos2.CACHE_ENV, str(tmp_path))
@@ -148,8 +197,16 @@ def test_simulate_trains_caches_and_reloads(fresh_cache, monkeypatch):
   assert mos2.oracle_report()['seed'] == mos2.ORACLE_SEED
   saved = oracle.load_oracle(path)
   assert saved.settings == oracle.make_settings(**mos2.ORACLE_SETTINGS)
-  np.testing.assert_allclose(y1, np.asarray(oracle.predict(saved, x)),
-                             rtol=1e-6, atol=1e-7)
+  # The file holds a copy of the float32 parameters, and both predictions
+  # run the same jitted _predict on them: exact.
+  arrays = lambda o: (o.params, o.x_scaler, o.y_scaler)
+  trained = arrays(mos2.get_oracle())
+  assert (jax.tree_util.tree_structure(trained)
+          == jax.tree_util.tree_structure(arrays(saved)))
+  for a, b in zip(jax.tree_util.tree_leaves(trained),
+                  jax.tree_util.tree_leaves(arrays(saved))):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(y1, np.asarray(oracle.predict(saved, x)))
   # A file in the cache is loaded, not retrained: replace it with an oracle
   # whose outputs are shifted by +1 eV.
   shifted = saved._replace(y_scaler=saved.y_scaler._replace(
@@ -157,9 +214,14 @@ def test_simulate_trains_caches_and_reloads(fresh_cache, monkeypatch):
   oracle.save_oracle(path, shifted, {'kfold': {'rmse': 0.1}})
   mos2._oracle_at.cache_clear()
   y2 = np.asarray(task.simulate(x))
-  members = np.asarray(oracle.predict_members(saved, x)) + 1.0
-  want = np.maximum(np.maximum(members, 0.0).mean(0), 0.0)
-  np.testing.assert_allclose(y2, want, rtol=1e-5, atol=1e-5)
+  # Against the shifted oracle in float64: clipping is exact and
+  # 1-Lipschitz, so the members' bound (mean over members) plus the float32
+  # mean's rounding.
+  members, bound = _members64(shifted, x)
+  clipped = np.maximum(members, 0.0)
+  want = np.maximum(clipped.mean(0), 0.0)
+  tol = bound.mean(0) + roundoff.mean_round_off(clipped)
+  assert np.all(np.abs(y2 - want) <= tol)
   assert y2.mean() > y1.mean() + 0.2
   assert mos2.oracle_report() == {'kfold': {'rmse': 0.1}}
   with pytest.raises(ValueError, match='shape'):

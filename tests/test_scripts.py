@@ -19,6 +19,10 @@ from ipage_jax import tasks
 from ipage_jax.tasks import ballistics
 from ipage_jax.tasks import robot_arm
 
+import roundoff
+
+EPS64 = roundoff.EPS64
+
 
 # Architecture, batch and epochs as in the paper's Table 5; the robot arm and
 # ballistics train at 1e-3 -> 1e-5 and localize from 1e-2 (measured better,
@@ -41,24 +45,60 @@ def test_configs_follow_the_paper_table(module, values):
 
 def test_trajectory_starts_with_the_throw_and_lands_on_the_target():
   x = np.asarray(ballistics.sample_prior(jax.random.PRNGKey(3), 32))
+  x64 = x.astype(np.float64)
+  a = ballistics.DRAG / ballistics.MASS  # k / m
+  g_a = ballistics.GRAVITY / a  # g m / k
+  # At t = 0: expm1(0) = 0, so x1 - 0 and x2 - 0: exact.
   start = ballistics_script.trajectory(x, np.zeros((32, 1)))[:, 0]
-  np.testing.assert_allclose(start, x[:, :2], atol=1e-12)
-  # Initial velocity (x4 cos x3, x4 sin x3) by a forward difference.
-  h = 1e-6
-  step = ballistics_script.trajectory(x, np.full((32, 1), h))[:, 0]
-  velocity = x[:, 3, None] * np.stack([np.cos(x[:, 2]), np.sin(x[:, 2])], -1)
-  np.testing.assert_allclose((step - start) / h, velocity, rtol=1e-4,
-                             atol=1e-4)
-  # At the landing time: height 0, at the simulator's landing point.
+  np.testing.assert_array_equal(start, x64[:, :2])
+  # Initial velocity (x4 cos x3, x4 sin x3) by a central difference in t
+  # (roundoff.central_difference; the path is a sum of exponentials, and
+  # its slope at 0 is exactly v1, v2 as computed here).
+  # Each float64 value rounds a few times at the scale |x_i| plus the
+  # moves |v| |t| and g m / k |t| <= (x4 + g m / k) 2 h: 4 eps64 of that.
+  h = 1e-5
+  f_err = 4 * EPS64 * (np.abs(x64[:, :2]) + 2 * h * (x64[:, 3:] + g_a))
+  fd, bound = roundoff.central_difference(
+      lambda t: ballistics_script.trajectory(x, np.full((32, 1), t[0]))[:, 0],
+      np.zeros(1), h, f_err)
+  v1, v2 = x64[:, 3] * np.cos(x64[:, 2]), x64[:, 3] * np.sin(x64[:, 2])
+  assert np.all(np.abs(fd[..., 0] - np.stack([v1, v2], -1)) <= bound[..., 0])
+  # At the landing time: at the simulator's landing point, height 0.
   t_land = ballistics_script.landing_time(x)
   assert np.all(t_land > 0)
   end = ballistics_script.trajectory(x, t_land[:, None])[:, 0]
-  np.testing.assert_allclose(end[:, 1], 0.0, atol=1e-3)
-  np.testing.assert_allclose(
-      end[:, 0], np.asarray(ballistics.landing(x)[0]), rtol=1e-5, atol=1e-5)
+  x_land = np.asarray(ballistics.landing(x)[0], np.float64)
+  # t_land inverts T1 (log1p) and T1 undoes it (expm1), in float64: 4.5 eps
+  # of |x_land - x1| from the roundings in and around them, plus 3 eps in
+  # log1p's result passed on times C = |log(1 + q) (1 + q) / q|, q = -a
+  # (x_land - x1) / v1 (expm1's slope), and the last one of eps / 2 |T1|:
+  # budgeted 8 (1 + C) and 1 (first order).
+  d = x_land - x64[:, 0]
+  q = -a * d / v1
+  c = np.abs(np.log1p(q) * (1 + q) / q)
+  tol_x = EPS64 * (np.abs(x_land) + 8 * (1 + c) * np.abs(d))
+  assert np.all(np.abs(end[:, 0] - x_land) <= tol_x)
+  # Height: the float32 landing point is off by roundoff.landing_round_off,
+  # so T1(t_land) is within dx + tol_x of the true one, and the height is
+  # off by |T2' / T1'| times that (slopes (g m / k + v2) e^(-a t) - g m / k
+  # and v1 e^(-a t)), plus the second-order dt^2 / 2 max |T2''| with
+  # |T2''| <= g + a |v2| (dt budgeted twice the first-order value) and the
+  # float64 evaluation of T2 (4 eps64 of its terms).
+  decay = np.exp(-a * t_land)
+  dx = roundoff.landing_round_off(x64, x_land) + tol_x
+  slope_ratio = np.abs((g_a + v2) * decay - g_a) / np.abs(v1 * decay)
+  dt = 2 * dx / np.abs(v1 * decay)
+  terms = (np.abs(x64[:, 1]) + (g_a + np.abs(v2)) / a * (1 - decay)
+           + g_a * t_land)
+  tol_h = (slope_ratio * dx + dt ** 2 / 2 * (ballistics.GRAVITY
+                                             + a * np.abs(v2))
+           + 4 * EPS64 * terms)
+  assert np.all(np.abs(end[:, 1]) <= tol_h)
   paths = ballistics_script.flight_paths(x, num_points=20)
   assert paths.shape == (32, 20, 2)
-  assert np.all(paths[:, 1:-1, 1] > -1e-3)  # above ground until landing
+  # Above ground until landing: the exact heights between start and
+  # landing are positive (measured >= 0.18 m), far above round-off.
+  assert np.all(paths[:, 1:-1, 1] > 0)
 
 
 def test_figures_draw_what_they_are_given():

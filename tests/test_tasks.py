@@ -1,7 +1,5 @@
 """Tests for the sinewave, robot-arm and ballistics tasks."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -328,15 +326,6 @@ def _landing_reference(row):
   return x1 - v1 * _M / _K * (np.exp(-_K * t / _M) - 1.0)
 
 
-def _landing_tol(x, ref):
-  """The float32 landing point against the float64 reference at the same
-  float32 inputs: the final rounding to float32 (eps / 2 |y|), plus both
-  float64 solutions' error (brentq at xtol 1e-15, the float64 terms of eq.
-  20-21, <= 1e4 eps64 at the scale |x1| + x4 m / k; 1e-12 here)."""
-  x = np.abs(np.asarray(x, np.float64))
-  return EPS32 / 2 * np.abs(ref) + 1e4 * EPS64 * (x[:, 0] + x[:, 3] * _M / _K)
-
-
 def test_ballistics_landing_matches_brentq():
   x = np.asarray(ballistics.sample_prior(KEY, 16), np.float64)
   extra = np.array([
@@ -351,7 +340,7 @@ def test_ballistics_landing_matches_brentq():
   assert np.all(np.asarray(valid))
   x32 = np.asarray(jnp.asarray(x, jnp.float32), np.float64)
   ref = np.array([_landing_reference(r) for r in x32])
-  tol = _landing_tol(x32, ref)
+  tol = roundoff.landing_round_off(x32, ref)
   assert np.all(np.abs(np.asarray(y) - ref) <= tol)
   assert np.all(np.abs(np.asarray(ballistics.simulate(x32))[:, 0] - ref)
                 <= tol)
@@ -390,7 +379,7 @@ def test_ballistics_invalid_throws_are_masked():
   assert np.all(np.isnan(y[[0, 2, 3, 4, 5]]))
   x1 = np.asarray(x[1:2], np.float64)
   ref = _landing_reference(x1[0])
-  assert abs(y[1] - ref) <= _landing_tol(x1, ref)[0]
+  assert abs(y[1] - ref) <= roundoff.landing_round_off(x1, ref)[0]
   sim = np.asarray(ballistics.simulate(x))
   assert sim.shape == (6, 1)
   np.testing.assert_array_equal(np.isnan(sim[:, 0]), ~np.asarray(valid))
@@ -407,27 +396,15 @@ def test_ballistics_gradients_match_finite_differences():
       )
   )
   x32 = np.asarray(jnp.asarray(x, jnp.float32), np.float64)
-
-  def central(h):
-    fd = np.zeros_like(x32)
-    for i, j in itertools.product(range(2), range(4)):
-      dx = np.zeros(4)
-      dx[j] = h
-      fd[i, j] = (
-          _landing_reference(x32[i] + dx) - _landing_reference(x32[i] - dx)
-      ) / (2 * h)
-    return fd
-
-  h = 1e-5
-  fd, fd2 = central(h), central(2 * h)
   # The float64 gradient rounded to float32 (eps / 2 |g|); the central
-  # difference's truncation c h^2, about |fd(2h) - fd(h)| / 3 (taken
-  # whole); its rounding, the reference's 1e4 eps64 at the scale
-  # |x1| + x4 m / k (see _landing_tol) over h.
-  scale = np.abs(x32[:, :1]) + x32[:, 3:] * _M / _K
-  tol = (EPS32 / 2 * np.abs(grad) + np.abs(fd2 - fd)
-         + 1e4 * EPS64 * scale / h)
-  assert np.all(np.abs(grad - fd) <= tol)
+  # difference's truncation and rounding (roundoff.central_difference),
+  # the reference's error 1e4 eps64 at the scale |x1| + x4 m / k (see
+  # roundoff.landing_round_off).
+  for row, g in zip(x32, grad):
+    scale = abs(row[0]) + row[3] * _M / _K
+    fd, bound = roundoff.central_difference(_landing_reference, row, 1e-5,
+                                            1e4 * EPS64 * scale)
+    assert np.all(np.abs(g - fd) <= EPS32 / 2 * np.abs(g) + bound)
   # d x_land / d x1 = 1 exactly.
   np.testing.assert_array_equal(grad[:, 0], 1.0)
 
@@ -530,4 +507,4 @@ def test_ballistics_dataset_redraws_invalid_rows(monkeypatch):
   assert np.all(np.isfinite(y))
   x64 = x.astype(np.float64)
   ref = np.array([_landing_reference(r) for r in x64])
-  assert np.all(np.abs(y[:, 0] - ref) <= _landing_tol(x64, ref))
+  assert np.all(np.abs(y[:, 0] - ref) <= roundoff.landing_round_off(x64, ref))
