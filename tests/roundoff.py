@@ -26,3 +26,18 @@ def sine_round_off(x, y, exact_inputs=True):
   a = 3 * np.pi * np.abs(np.asarray(x, np.float64))
   arg = (1.0 if exact_inputs else 1.5) * a.sum(-1)
   return EPS32 * (arg + 2 * TRIG_ULPS + np.abs(y) / 2)
+
+
+def sine_mse(x, targets):
+  """Float64 mean squared error of the sinewave at x (n, 2) against float32
+  targets (() or (n,)), and the float32 round-off bound of the code's: per
+  row d = dy + |y - t| eps / 2 (the subtraction) moves (y - t)^2 by
+  2 |y - t| d + d^2, the square rounds by e eps / 2; summing n positive
+  terms and dividing by n round by n eps / 2 relative at most."""
+  t = np.asarray(np.asarray(targets, np.float32), np.float64)
+  y = sine64(x)
+  r = y - t
+  e = r * r
+  d = sine_round_off(x, y) + np.abs(r) * EPS32 / 2
+  bound = 2 * np.abs(r) * d + d * d + e * EPS32 / 2
+  return e.mean(), bound.mean() + len(e) * EPS32 / 2 * e.mean()
