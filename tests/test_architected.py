@@ -4,6 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import special
+from scipy import stats
 
 from ipage_jax import tasks
 from ipage_jax.tasks import architected as arch
@@ -39,16 +41,60 @@ def _modulus_rtol(c, cells):
   return hom.TOL + _skeel(c, assembly + 9 * EPS32 * np.abs(c)) + 2 * EPS32
 
 
+# One-sided normal tail beyond 4 standard errors: the level of the
+# statistical checks below.
+P_4SE = float(stats.norm.sf(4.0))
+
+
+def _phi2(h, rho):
+  """P(X <= h, Y <= h) of a standard bivariate normal with correlation
+  rho, in closed form through Owen's T."""
+  return stats.norm.cdf(h) - 2 * special.owens_t(
+      h, np.sqrt((1 - rho) / (1 + rho)))
+
+
+def _neighbour_agreement(porosity, rho, pattern):
+  """P(two pixels of correlation rho are both solid or both void) in a
+  cell thresholded at void fraction `porosity` (float64, closed form)."""
+  if pattern == 'excursion':  # void below the porosity quantile u
+    u = stats.norm.ppf(porosity)
+    return 1 - 2 * (stats.norm.cdf(u) - _phi2(u, rho))
+  # 'network': solid where |field| <= c, P(|X| <= c) = 1 - porosity.
+  c = stats.norm.ppf(1 - porosity / 2)
+  both = (_phi2(c, rho) - 2 * (stats.norm.cdf(c) - _phi2(c, -rho))
+          + _phi2(-c, rho))
+  return 1 - 2 * (1 - porosity - both)
+
+
+def _lag1_correlation(ell, size=arch.SIZE):
+  """Correlation of horizontal neighbours of one filtered noise field
+  (the generator's Fourier gain exp(-2 pi^2 ell^2 k^2), squared for the
+  covariance), without the k = 0 mode: the threshold is the cell's own
+  quantile, so its mean does not count (a smaller rho: conservative)."""
+  f = np.fft.fftfreq(size)
+  power = np.exp(-4 * np.pi**2 * ell**2 * (f[:, None]**2 + f[None, :]**2))
+  power[0, 0] = 0.0
+  return float(np.sum(power * np.cos(2 * np.pi * f)[None, :]) / power.sum())
+
+
 def test_cells_are_binary_with_porosity_in_range():
   cells = np.asarray(arch.generate_cells(KEY, 32))
   assert cells.shape == (32, 32, 32) and cells.dtype == np.float32
   assert set(np.unique(cells)) <= {0.0, 1.0}
   porosity = 1.0 - cells.mean(axis=(1, 2))
   # Exact pixel counts: round(p * 1024) void pixels, p in [0.25, 0.75].
-  assert porosity.min() >= 0.25 - 0.5 / N_PIX
-  assert porosity.max() <= 0.75 + 0.5 / N_PIX
-  # Uniform on [0.25, 0.75]: 32 draws spread over most of the range.
-  assert porosity.min() < 0.32 and porosity.max() > 0.68
+  lo, hi = arch.POROSITY_RANGE
+  assert porosity.min() >= lo - 0.5 / N_PIX
+  assert porosity.max() <= hi + 0.5 / N_PIX
+  # p uniform on [lo, hi], width w: the mean of n draws has the standard
+  # error w / sqrt(12 n); within 4 of them of the centre.
+  n, w = len(porosity), hi - lo
+  assert abs(porosity.mean() - (lo + hi) / 2) < 4 * w / np.sqrt(12 * n)
+  # No draw below lo + t w has the probability (1 - t)^n: t where that is
+  # the 4-standard-error tail; the same for the top.
+  t = 1 - P_4SE ** (1 / n)
+  assert porosity.min() < lo + t * w + 0.5 / N_PIX
+  assert porosity.max() > hi - t * w - 0.5 / N_PIX
 
 
 def test_cells_are_deterministic_per_key():
@@ -63,13 +109,30 @@ def test_cells_are_smooth_and_periodic(pattern):
   """Neighbours agree far more often than independent pixels would, and as
   often across the periodic boundary as inside the cell."""
   cells = np.asarray(arch.generate_cells(KEY, 32, pattern=pattern))
-  phi = 1.0 - cells.mean(axis=(1, 2), keepdims=True)
-  iid = np.mean(phi**2 + (1.0 - phi) ** 2)
-  inner = np.mean(cells[:, :, 1:] == cells[:, :, :-1])
-  wrap_x = np.mean(cells[:, :, 0] == cells[:, :, -1])
-  wrap_y = np.mean(cells[:, 0, :] == cells[:, -1, :])
-  assert inner > iid + 0.2
-  assert abs(wrap_x - inner) < 0.05 and abs(wrap_y - inner) < 0.05
+  n = len(cells)
+  phi = 1.0 - cells.mean(axis=(1, 2))
+  # Per cell (independent draws): the share of agreeing horizontal
+  # neighbours inside, and across each periodic edge.
+  inner = np.mean(cells[:, :, 1:] == cells[:, :, :-1], axis=(1, 2))
+  wrap_x = np.mean(cells[:, :, 0] == cells[:, :, -1], axis=1)
+  wrap_y = np.mean(cells[:, 0, :] == cells[:, -1, :], axis=1)
+  se = lambda d: d.std(ddof=1) / np.sqrt(n)
+  # Smooth: the field sums fields of widths ell >= the smallest length
+  # scale, so neighbours correlate by rho >= rho(ell_min) (a weighted mean
+  # of the scales' rho), and agreement rises with rho. A cell's expected
+  # share is then at least the closed form at rho(ell_min) and its
+  # porosity (independent pixels would give phi^2 + (1 - phi)^2, ~0.53);
+  # the mean excess is checked to 4 of its standard errors (t, 31
+  # degrees of freedom: P < 4e-4).
+  rho = _lag1_correlation(arch.LENGTH_SCALE_RANGE[0])
+  excess = inner - _neighbour_agreement(phi, rho, pattern)
+  assert excess.mean() > -4 * se(excess)
+  # Periodic: the field is circulant and isotropic, the threshold takes
+  # every pixel alike, so a pair across an edge (either axis) has the
+  # distribution of an inner pair: zero mean difference, within 4
+  # standard errors.
+  for wrap in (wrap_x, wrap_y):
+    assert abs(np.mean(wrap - inner)) < 4 * se(wrap - inner)
 
 
 def test_mirror_cells_are_symmetric():

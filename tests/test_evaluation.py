@@ -29,19 +29,8 @@ def _sols(x, x_posterior, target, surrogate_error=None, steps=0.0):
       gradient_steps_per_solution=steps)
 
 
-def _q(x, targets):
-  """Float64 mean squared error of the sinewave at x (n, 2) against float32
-  targets (() or (n,)), and the float32 round-off bound of the code's: per
-  row d = dy + |y - t| eps / 2 (the subtraction) moves (y - t)^2 by
-  2 |y - t| d + d^2, the square rounds by e eps / 2; summing n positive
-  terms and dividing by n round by n eps / 2 relative at most."""
-  t = np.asarray(np.asarray(targets, np.float32), np.float64)
-  y = roundoff.sine64(x)
-  r = y - t
-  e = r * r
-  d = roundoff.sine_round_off(x, y) + np.abs(r) * EPS32 / 2
-  bound = 2 * np.abs(r) * d + d * d + e * EPS32 / 2
-  return e.mean(), bound.mean() + len(e) * EPS32 / 2 * e.mean()
+# Float64 mean squared error and its float32 round-off bound (roundoff).
+_q = roundoff.sine_mse
 
 
 def test_posterior_error_of_a_known_posterior():

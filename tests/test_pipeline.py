@@ -50,6 +50,16 @@ def _y_sur(model, x_std):
       model.net, model.best_params, jnp.asarray(x_std))))
 
 
+def _surrogate_error(model, n=1024):
+  """Mean |surrogate - exact map| over n uniform draws in the data box,
+  the exact 100 (x1 + x2) in float64, and its standard error."""
+  x = np.random.default_rng(0).uniform(10.0, 20.0, (n, 2)).astype(np.float32)
+  err = np.abs(np.asarray(pipeline.surrogate(model, jnp.asarray(x)),
+                          np.float64)[:, 0]
+               - 100.0 * x.astype(np.float64).sum(-1))
+  return err.mean(), err.std(ddof=1) / np.sqrt(n)
+
+
 def _round_trip_tol(scaler, a):
   """|inverse(forward(a)) - a| of a Standardizer in float32: a - m, / s,
   * s and + m round by eps / 2 each, the first three of |a - m| and the
@@ -67,15 +77,26 @@ def test_solve_one_target_in_original_units(model):
   np.testing.assert_array_equal(sols.y_target, [3000.0])  # float32 exact
   # Designs live in the data box (boundary penalty), in original units.
   assert np.all(sols.x > 9.0) and np.all(sols.x < 21.0)
-  # Localization drives the surrogate to the target ...
-  np.testing.assert_allclose(sols.y_surrogate[:, 0], 3000.0, atol=15.0)
+  # Localization drives the surrogate to the target, every row to within
+  # the surrogate's own accuracy (its mean error against the exact map on
+  # the data box, 4 standard errors below the estimate): beyond that the
+  # residual no longer dominates the true error ...
+  mae, se = _surrogate_error(model)
+  residual = np.abs(sols.y_surrogate[:, 0].astype(np.float64) - 3000.0)
+  assert residual.max() < mae - 4 * se
   # The same float32 subtraction and square (M = 1: no sum): exact.
   np.testing.assert_array_equal(
       sols.surrogate_error, np.sum((sols.y_surrogate - 3000.0) ** 2, -1))
-  # ... and the true map agrees up to the surrogate's error (x1 + x2 = 30).
-  true_y = 100.0 * sols.x.sum(-1)
-  assert np.mean(np.abs(true_y - 3000.0)) < 60.0
-  # Solutions spread along the line x1 + x2 = 30, not one point.
+  # ... and the true map agrees up to the surrogate's error (x1 + x2 = 30):
+  # |y - y*| <= residual + |surrogate - y|, on average no worse than on
+  # the box (4 standard errors above the estimate), i.e. localization did
+  # not seek out points where the surrogate is wrong.
+  true_y = 100.0 * sols.x.astype(np.float64).sum(-1)
+  assert np.mean(np.abs(true_y - 3000.0)) < residual.max() + mae + 4 * se
+  # Solutions spread along the line x1 + x2 = 30, not one point: the exact
+  # posterior (the uniform prior on the segment in the box) has std
+  # 10 / sqrt(12) = 2.9 in x1; the INN trained for 30 epochs is narrower,
+  # and the check asks only for a third of it.
   assert np.std(sols.x[:, 0]) > 1.0
 
 
@@ -84,8 +105,11 @@ def test_solve_many_targets_batched(model):
   sols = pipeline.solve(model, jax.random.PRNGKey(2), targets, 16)
   assert sols.x.shape == (3, 16, 2)
   assert sols.y_surrogate.shape == (3, 16, 1)
+  # Each target's mean surrogate value within the surrogate's own accuracy
+  # of the target (as in test_solve_one_target_in_original_units).
+  mae, se = _surrogate_error(model)
   np.testing.assert_allclose(sols.y_surrogate[..., 0].mean(-1),
-                             targets[:, 0], atol=20.0)
+                             targets[:, 0], rtol=0, atol=mae - 4 * se)
 
 
 def test_solve_is_a_function_of_the_key(model):
