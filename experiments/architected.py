@@ -85,16 +85,27 @@ def report(run, model, sols, key) -> dict:
         forward.net, forward.params,
         model.x_scaler.forward(jnp.asarray(shown)))))[:, 0]
     captions = [f'{c}\nf_y {s:.3f}' for c, s in zip(captions, y_sur)]
-  rows = [(f'generated\n(y* = {target[0]:g})', as_cells(shown), captions)]
-  x_data, y_data = architected.load_dataset(
-      _cache_of(run), run.config.data_size or None)
-  near = np.argsort(np.abs(y_data[:, 0] - target[0]))[:NUM_SHOWN]
-  rows.append(('training cells\nnearest y*', as_cells(x_data[near]),
-               [f'FEM {v:.3f}' for v in y_data[near, 0]]))
+  rows = [(f'generated\n(y* = {target[0]:g})', as_cells(shown), captions),
+          nearest_data_row(_cache_of(run), run.config.data_size or None,
+                           target)]
   fig = plotting.cell_grid(rows, title=f'{run.method.name}: cells for '
                            f'E / E0 = {target[0]:g}')
   fig.savefig(os.path.join(run.workdir, FIGURE), dpi=110)
-  return {'figure': FIGURE, 'figure_fem_y': y_fem}
+  x_data, _ = architected.load_dataset(_cache_of(run),
+                                       run.config.data_size or None)
+  return {'figure': FIGURE, 'figure_fem_y': y_fem,
+          'design': architected.design_stats(x),
+          'data_design': architected.design_stats(x_data)}
+
+
+def nearest_data_row(path: str, rows, target) -> tuple:
+  """A `plotting.cell_grid` row: the NUM_SHOWN cells of the data set at
+  `path` (its first `rows`; None: all) whose FEM modulus is nearest the
+  (1,) target."""
+  x_data, y_data = architected.load_dataset(path, rows)
+  near = np.argsort(np.abs(y_data[:, 0] - target[0]))[:NUM_SHOWN]
+  return ('data cells\nnearest y*', as_cells(x_data[near]),
+          [f'FEM {v:.3f}' for v in y_data[near, 0]])
 
 
 def _with_cache(run: train.Run) -> train.Run:

@@ -123,6 +123,14 @@ TABLES = (
     ('protocol_b/total_s', 'Time to solution [s], protocol B (inference + '
      'localization, warm)'),
     ('protocol_b/diversity', 'Diversity, protocol B (mean pairwise distance)'),
+    ('protocol_b/design/binary_pixels', 'Designs, protocol B: share of '
+     'pixels within 0.05 of 0 or 1 (architected)'),
+    ('protocol_b/design/porosity_mean', 'Designs, protocol B: mean porosity '
+     '(architected)'),
+    ('protocol_b/design/connected', 'Designs, protocol B: share of cells '
+     'with >= 95 % of their solid in one periodic component (architected)'),
+    ('protocol_a/design/connected', 'Designs, protocol A: share of cells '
+     'with >= 95 % of their solid in one periodic component (architected)'),
     ('protocol_b/gradient_steps_per_solution',
      'Surrogate gradient evaluations per solution, protocol B (localization '
      'steps x candidates per kept solution)'),
@@ -583,13 +591,14 @@ def _lowest_seed_solutions(workdir: str, task: str, method: str):
 
 
 def solutions_figure(workdir: str, task: tasks.Task,
-                     method_names: Sequence[str]):
+                     method_names: Sequence[str], data_rows: int = 0):
   """Protocol-B solutions of every method side by side (paper Fig. 4).
 
   One panel per method (its lowest seed), drawn as the task's scripts do:
   sinewave points over the level set, robot arms, ballistic flight paths,
-  architected cells (the first few, with their FEM modulus). None for other
-  tasks or when no solutions are saved.
+  architected cells (the first few, with their FEM modulus; below them the
+  data cells nearest the target, read from the benchmark's cache of
+  `data_rows` cells). None for other tasks or when no solutions are saved.
   """
   found = {m: _lowest_seed_solutions(workdir, task.name, m)
            for m in method_names}
@@ -608,6 +617,13 @@ def solutions_figure(workdir: str, task: tasks.Task,
       y = np.asarray(task.simulate(shown))[:, 0]
       rows.append((label(m), architected_script.as_cells(shown),
                    [f'FEM {v:.3f}' for v in y]))
+    if data_rows:  # the benchmark's cache (`run_config`), if still there
+      data = architected_script.data_cache_path(
+          ml_collections.ConfigDict({'data_size': data_rows}),
+          os.path.join(workdir, 'data'))
+      if os.path.exists(data):
+        rows.append(architected_script.nearest_data_row(data, data_rows,
+                                                        target))
     return plotting.cell_grid(rows, title=title)
   if task.name == 'sinewave':
     panels = {}
@@ -638,8 +654,12 @@ def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   checkpoint.write_atomic(os.path.join(workdir, 'results.md'),
                       format_report(results, task_list).encode())
   if task_list:
+    data_rows = lambda t: max([r.get('data_rows', 0) for r in
+                               results['runs'] if r['task'] == t.name],
+                              default=0)
     figures = {f'solutions_{t.name}.png': solutions_figure(
-        workdir, t, results['settings']['methods']) for t in task_list}
+        workdir, t, results['settings']['methods'], data_rows(t))
+               for t in task_list}
     figures.update({'time_to_solution.png': time_figure(results, task_list),
                'r_t.png': curve_figure(results, task_list, 'r_t'),
                'steps_to_accuracy.png': curve_figure(results, task_list,

@@ -11,7 +11,9 @@ separated `key=value` overrides of the task config's `solve` section, values
 as Python literals) solves for the task's default and extra targets (or
 `--targets`) with the key `PRNGKey(seed)`, re-simulates the solutions with
 the task's simulator and reports the mean squared error Q_B and the mean +-
-std of the re-simulated properties. Training is not touched: this isolates
+std of the re-simulated properties (architected: and the share of connected
+cells), and each setting's cost: gradient evaluations per solution (FEM
+solves with `forward=simulator`) and wall time. Training is not touched: this isolates
 what localization, clipping and ranking do with one posterior. Prints a
 markdown table and writes it to `workdir/solve_ablation_<task>_<method>.md`.
 """
@@ -45,7 +47,10 @@ _TARGETS = flags.DEFINE_list(
 
 def ablation_table(workdir, task_name, method_name, seeds, settings,
                    targets, num_solutions) -> str:
-  """Markdown table: one row per setting, Q_B (and properties) per target."""
+  """Markdown table: one row per setting, Q_B (and properties) per target,
+  then the cost: gradient evaluations per solution (of the surrogate, or of
+  the simulator with `forward=simulator`) and the solve's wall time, both
+  means over targets and seeds (compilation included)."""
   task = tasks.get(task_name)
   method = methods.get(method_name)
   base = importlib.import_module(
@@ -57,22 +62,33 @@ def ablation_table(workdir, task_name, method_name, seeds, settings,
       raise runner.UsageError(f'no model of seed {seed} in {workdir}; run '
                               'experiments.benchmark first')
     models[seed] = methods.load_model(path, method.name)
-  header = ['solve setting'] + [f'y* = {t:g}' for t in targets]
+  header = (['solve setting'] + [f'y* = {t:g}' for t in targets]
+            + ['evaluations / solution', 'time [s]'])
   rows = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
   for text in settings:
     solve_config = train.override_solve(base, text)
-    cells = []
+    cells, evals, seconds = [], [], []
     for target in targets:
-      q, props = [], []
+      q, props, connected = [], [], []
       for seed in seeds:
-        sols = method.solve(models[seed], jax.random.PRNGKey(seed), [target],
-                            num_solutions, solve_config=solve_config)
+        run = train.Run(task, method, models[seed].config, workdir)
+        sols, tts = train.timed_solve(
+            run, models[seed], jax.random.PRNGKey(seed), [target],
+            num_solutions, label=f'{task_name} {text!r}',
+            solve_config=solve_config)
         y = np.asarray(task.simulate(sols.x))[:, 0]
         q.append(np.mean((y - target) ** 2))
         props.append(y)
+        evals.append(sols.gradient_steps_per_solution)
+        seconds.append(tts.total_s)
+        if task.design_stats is not None:
+          connected.append(task.design_stats(np.asarray(sols.x))['connected'])
       props = np.concatenate(props)
-      cells.append(f'{np.mean(q):.2e} ({props.mean():.3f} +- '
-                   f'{props.std():.3f})')
+      cell = f'{np.mean(q):.2e} ({props.mean():.3f} +- {props.std():.3f}'
+      if connected:
+        cell += f'; connected {np.mean(connected):.2f}'
+      cells.append(cell + ')')
+    cells += [f'{np.mean(evals):.0f}', f'{np.mean(seconds):.1f}']
     rows.append(f'| `{text or "config"}` | ' + ' | '.join(cells) + ' |')
     print(rows[-1], flush=True)
   return '\n'.join(rows)

@@ -294,8 +294,9 @@ def progress_logger(label: str, epochs: int, log_every: int):
     speed = 'includes compiling'
     if done > d0:
       rate = (done - d0) / max(now - t0, 1e-9)
-      speed = (f'{rate:.1f} epochs/s, ETA '
-               f'{duration((epochs - done) / rate)}')
+      pace = (f'{rate:.1f} epochs/s' if rate >= 1
+              else f'{1 / rate:.1f} s/epoch')
+      speed = f'{pace}, ETA {duration((epochs - done) / rate)}'
     logging.info('%s: epoch %d/%d  %s  (%s, %s)', label, done, epochs,
                  '  '.join(f'{k}={v:.4g}' for k, v in sorted(m.items())),
                  duration(now - start), speed)

@@ -82,7 +82,8 @@ def evaluate_solutions(task: base.Task, sols: solving.Solutions, *,
     `resimulation` of the solutions plus 'num_solutions' (N per target),
     'surrogate_error' (mean), 'gradient_steps_per_solution', 'diversity'
     (mean pairwise distance of the first DIVERSITY_ROWS; NaN for N = 1) and,
-    with `posterior`, 'posterior_resimulation_error' and its median.
+    with `posterior`, 'posterior_resimulation_error' and its median; for a
+    task with `design_stats`, 'design': those of the solutions.
   """
   x, targets = _flat(task, sols)
   num_solutions = int(sols.x.shape[-2])
@@ -99,6 +100,8 @@ def evaluate_solutions(task: base.Task, sols: solving.Solutions, *,
       gradient_steps_per_solution=float(sols.gradient_steps_per_solution),
       diversity=float(metrics.diversity(jnp.asarray(x[:DIVERSITY_ROWS])))
       if num_solutions > 1 else float('nan'))
+  if task.design_stats is not None:
+    record['design'] = task.design_stats(x)
   return record
 
 

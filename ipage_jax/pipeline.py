@@ -96,6 +96,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.train.pad_noise = 0.01           # std in zero-padding columns
   c.train.ml_sigma = 0.1             # eq. 12 sigma (objective='ml')
   c.train.checkpoint_every = 50      # epochs
+  # 'scan': an epoch is one compiled loop; 'host': one compiled step per
+  # minibatch (conv nets: XLA:CPU convolutions are slow inside loops).
+  c.train.loop = 'scan'
 
   c.solve = ml_collections.ConfigDict()
   c.solve.sampler = 'maximin_lhs'    # maximin_lhs | lhs | srs

@@ -97,6 +97,12 @@ class TrainSettings:
       training minibatch's x (batch_size, D) that leaves its y valid
       (data augmentation by a symmetry of the problem), with a fresh key
       per step; validation rows are not transformed. None: off.
+    loop: 'scan' runs an epoch as one compiled `lax.scan` over its
+      minibatches; 'host' calls one compiled step per minibatch from Python
+      (the same steps and keys). XLA:CPU runs convolutions inside a compiled
+      loop about 5x slower than outside one (measured on the architected
+      ImageINN, docs/results.md), so convolutional networks train faster on
+      a CPU with 'host'.
   """
   epochs: int
   batch_size: int
@@ -105,6 +111,15 @@ class TrainSettings:
   fingerprint: Any = None
   mesh: Optional[jax.sharding.Mesh] = None
   augment: Optional[Callable[[Array, Array], Array]] = None
+  loop: str = 'scan'
+
+  def __post_init__(self):
+    if self.loop not in LOOPS:
+      raise ValueError(f'unknown training loop {self.loop!r}; expected one '
+                       f'of {LOOPS}')
+
+
+LOOPS = ('scan', 'host')
 
 
 def init_state(params: PyTree, optimizer: optax.GradientTransformation
@@ -119,14 +134,16 @@ def make_epoch(loss_fn: LossFn, val_fn: ValFn,
                optimizer: optax.GradientTransformation, batch_size: int,
                num_batches: int,
                mesh: Optional[jax.sharding.Mesh] = None,
-               augment: Optional[Callable[[Array, Array], Array]] = None
-               ) -> Callable:
-  """Builds the jitted `epoch(state, key, x, y, x_val, y_val)` function.
+               augment: Optional[Callable[[Array, Array], Array]] = None,
+               loop: str = 'scan') -> Callable:
+  """Builds the `epoch(state, key, x, y, x_val, y_val)` function.
 
   With a `mesh`, each minibatch (batch_size, ...) is constrained to rows
   split over the mesh and the returned state to replicated; the inputs
   should be replicated on the mesh (`parallel.replicate`). With `augment`
-  (see `TrainSettings`) every minibatch's x is transformed first.
+  (see `TrainSettings`) every minibatch's x is transformed first. `loop`
+  (see `TrainSettings`): 'scan' compiles the whole epoch into one call,
+  'host' compiles one minibatch step and calls it `num_batches` times.
 
   Returns:
     epoch(state, key, x, y, x_val, y_val) -> (state, metrics): one shuffled
@@ -134,34 +151,35 @@ def make_epoch(loss_fn: LossFn, val_fn: ValFn,
     loss; `metrics` holds the epoch means of 'loss' and of every aux entry,
     and 'val_loss'.
   """
+  if loop not in LOOPS:
+    raise ValueError(f'unknown training loop {loop!r}; expected one of '
+                     f'{LOOPS}')
 
-  def train_step(state: TrainState, xb: Array, yb: Array, key: Array):
+  def train_step(state: TrainState, x: Array, y: Array, rows: Array,
+                 step_key: Array):
+    xb, yb = x[rows], y[rows]
+    if augment is not None:
+      step_key, key_augment = jax.random.split(step_key)
+      xb = augment(key_augment, xb)
+    if mesh is not None:
+      xb, yb = (parallel.constrain_rows(a, mesh) for a in (xb, yb))
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params, xb, yb, key, state.step)
+        state.params, xb, yb, step_key, state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state,
                                           state.params)
     params = optax.apply_updates(state.params, updates)
     return state._replace(step=state.step + 1, params=params,
                           opt_state=opt_state), dict(aux, loss=loss)
 
-  @jax.jit
-  def epoch(state, key, x, y, x_val, y_val):
+  def batches(key, num_rows: int):
+    """(num_batches, batch_size) shuffled rows and one key per step."""
     key_perm, key_steps = jax.random.split(key)
-    perm = jax.random.permutation(key_perm, x.shape[0])
+    perm = jax.random.permutation(key_perm, num_rows)
     idx = perm[:num_batches * batch_size].reshape(num_batches, batch_size)
-    keys = jax.random.split(key_steps, num_batches)
+    return idx, jax.random.split(key_steps, num_batches)
 
-    def body(state, batch):
-      rows, step_key = batch
-      xb, yb = x[rows], y[rows]
-      if augment is not None:
-        step_key, key_augment = jax.random.split(step_key)
-        xb = augment(key_augment, xb)
-      if mesh is not None:
-        xb, yb = (parallel.constrain_rows(a, mesh) for a in (xb, yb))
-      return train_step(state, xb, yb, step_key)
-
-    state, metrics = jax.lax.scan(body, state, (idx, keys))
+  def finish(state, metrics, x_val, y_val):
+    """Epoch means of the stacked step metrics; validation; best params."""
     metrics = jax.tree_util.tree_map(jnp.mean, metrics)
     val = val_fn(state.params, x_val, y_val)
     better = val < state.best_val  # False for NaN, so NaN never wins
@@ -173,7 +191,30 @@ def make_epoch(loss_fn: LossFn, val_fn: ValFn,
       state = parallel.constrain_replicated(state, mesh)
     return state, dict(metrics, val_loss=val)
 
-  return epoch
+  @jax.jit
+  def scan_epoch(state, key, x, y, x_val, y_val):
+    idx, keys = batches(key, x.shape[0])
+    state, metrics = jax.lax.scan(
+        lambda st, batch: train_step(st, x, y, *batch), state, (idx, keys))
+    return finish(state, metrics, x_val, y_val)
+
+  if loop == 'scan':
+    return scan_epoch
+
+  jit_batches = jax.jit(batches, static_argnums=1)
+  jit_step = jax.jit(train_step)
+  jit_finish = jax.jit(finish)
+
+  def host_epoch(state, key, x, y, x_val, y_val):
+    idx, keys = jit_batches(key, x.shape[0])
+    steps = []
+    for i in range(num_batches):
+      state, step_metrics = jit_step(state, x, y, idx[i], keys[i])
+      steps.append(step_metrics)
+    metrics = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *steps)
+    return jit_finish(state, metrics, x_val, y_val)
+
+  return host_epoch
 
 
 def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
@@ -230,7 +271,7 @@ def train(key: Array, loss_fn: LossFn, val_fn: ValFn, params: PyTree,
         (state, x, y, x_val, y_val), mesh)
 
   epoch_fn = make_epoch(loss_fn, val_fn, optimizer, settings.batch_size,
-                        num_batches, mesh, settings.augment)
+                        num_batches, mesh, settings.augment, settings.loop)
   diverged = False
   last_good = state
   for epoch in range(first_epoch, settings.epochs):
@@ -333,7 +374,7 @@ def fit_model(key: Array, x, y, config: ml_collections.ConfigDict, *,
       checkpoint_dir=checkpoint_dir, checkpoint_every=t.checkpoint_every,
       fingerprint=fingerprint,
       mesh=parallel.mesh_from_config(config.get('parallel')),
-      augment=augment_std)
+      augment=augment_std, loop=t.loop)
   result = train(
       key_train, make_loss(total_steps), val_fn, init_fn(key_init),
       make_optimizer(t, total_steps), (xs[train_idx], ys[train_idx]),

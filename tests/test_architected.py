@@ -320,3 +320,29 @@ def test_binarize_porosity_and_periodic_connectivity():
   apart[:, 2] = 0.7
   np.testing.assert_allclose(arch.solid_connectivity(apart.reshape(1, -1)),
                              [0.5])
+
+
+def test_design_stats_of_known_cells():
+  """Binary pixels, porosity and connectivity counted by hand: a solid
+  stripe (connected), two separate squares (largest holds half the solid),
+  a cell of 0.5 (not binary; binarized to all solid) and a checkerboard of
+  single pixels (512 components of 1 pixel: share 1 / 512)."""
+  x = np.zeros((4, arch.SIZE, arch.SIZE), np.float32)
+  x[0, 10] = 1.0
+  x[1, 2:6, 2:6] = 0.97
+  x[1, 20:24, 20:24] = 0.97
+  x[2] = 0.5
+  ii, jj = np.indices((arch.SIZE, arch.SIZE))
+  x[3] = (ii + jj) % 2
+  stats = arch.design_stats(x.reshape(4, -1))
+  # Cells 0, 1, 3 are within 0.05 of 0 or 1 everywhere, cell 2 nowhere.
+  assert stats['binary_pixels'] == 0.75
+  porosity = np.array([1 - 32 / 1024, 1 - 32 / 1024, 0.0, 0.5])
+  np.testing.assert_allclose(stats['porosity_mean'], porosity.mean(),
+                             rtol=1e-6)
+  assert stats['porosity_min'] == 0.0
+  assert stats['porosity_max'] == 1 - 32 / 1024
+  # Connected (>= 95 % in one periodic component): the stripe and the all-
+  # solid binarized grey cell; not the squares (50 %) or the checkerboard.
+  assert stats['connected'] == 0.5
+  assert tasks.get('architected').design_stats is arch.design_stats

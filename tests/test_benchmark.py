@@ -11,6 +11,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from experiments import architected as architected_script
 from experiments import benchmark
 from experiments import runner
 from experiments import train
@@ -21,6 +22,7 @@ from ipage_jax import model as model_lib
 from ipage_jax import pipeline
 from ipage_jax import solving
 from ipage_jax import tasks
+from ipage_jax.tasks import architected as arch
 
 import roundoff
 
@@ -469,6 +471,11 @@ def test_solve_ablation_applies_each_setting(smoke):
     np.testing.assert_allclose(q[0, j], want, rtol=0,
                                atol=digit / 2 + tol)
     assert q[1, j] != q[0, j]  # the second setting changes the solutions
+  # The cost columns: no steps, then 20 steps on each of the 200 candidates
+  # of the config's diversity pool (min_candidates) per 8 solutions.
+  cost = [r.split('|')[4:6] for r in table.splitlines()[2:]]
+  assert [float(c[0]) for c in cost] == [0.0, 20 * 200 / 8]
+  assert all(float(c[1]) > 0 for c in cost)
   with pytest.raises(runner.UsageError, match='unknown solve setting'):
     solve_ablation.ablation_table(str(workdir), 'sinewave', 'ipage', [0],
                                   ['no_such=1'], [1.2], 8)
@@ -478,3 +485,31 @@ def test_solve_ablation_applies_each_setting(smoke):
   with pytest.raises(runner.UsageError, match='not a literal'):
     train.override_solve(sinewave_config.get_config().solve,
                          'rank_by=surrogate')
+
+
+def test_architected_solutions_figure_shows_the_nearest_data_cells(tmp_path):
+  """The architected panel: the method's first cells, then the data cells
+  whose modulus is nearest the default target (read from the benchmark's
+  cache), each captioned with its FEM modulus."""
+  task = tasks.get('architected')
+  workdir = str(tmp_path)
+  rng = np.random.default_rng(0)
+  sols = (rng.uniform(size=(3, arch.X_DIM)) > 0.5).astype(np.float32)
+  os.makedirs(benchmark.run_dir(workdir, 'architected', 'ipage', 0))
+  np.savez(benchmark.solutions_path(workdir, 'architected', 'ipage', 0),
+           x=sols, x_posterior=sols)
+  # 12 data cells whose moduli are made up: 0.06 (the target) at rows 7, 2.
+  y = np.linspace(0.5, 0.6, 12, dtype=np.float32)[:, None]
+  y[7], y[2] = 0.06, 0.061
+  os.makedirs(os.path.join(workdir, 'data'))
+  arch.save_dataset(os.path.join(workdir, 'data', 'architected_12.npz'),
+                    np.zeros((12, arch.X_DIM), np.float32), y)
+  fig = benchmark.solutions_figure(workdir, task, ['ipage'], data_rows=12)
+  axes = np.array(fig.axes).reshape(2, -1)
+  assert axes.shape[1] == architected_script.NUM_SHOWN
+  fem = np.asarray(task.simulate(sols))[:, 0]
+  assert [a.get_title() for a in axes[0, :3]] == [f'FEM {v:.3f}' for v in fem]
+  assert [a.get_title() for a in axes[1, :2]] == ['FEM 0.060', 'FEM 0.061']
+  # Without the cache the panel has the method's row only.
+  assert len(benchmark.solutions_figure(workdir, task, ['ipage'],
+                                        data_rows=0).axes) == 3

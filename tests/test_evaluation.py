@@ -1,5 +1,7 @@
 """Evaluation: final and posterior errors, mode coverage, r_T."""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -55,6 +57,26 @@ def test_posterior_error_of_a_known_posterior():
   want, tol = _q(x[:3], targets[:, 0])
   np.testing.assert_allclose(a['resimulation_error'], want, rtol=0, atol=tol)
   assert a['num_solutions'] == 1 and np.isnan(a['diversity'])
+
+
+def test_design_stats_of_the_solutions():
+  """A task's `design_stats` are reported for the solutions (all rows of
+  protocol A's (T, 1, D) too), none for a task without them."""
+  seen = []
+
+  def stats(x):
+    seen.append(np.array(x))
+    return {'rows': float(len(x))}
+
+  task = dataclasses.replace(TASK, design_stats=stats)
+  rng = np.random.default_rng(2)
+  x = rng.uniform(-1, 1, (3, 1, 2))
+  record = evaluation.evaluate_solutions(
+      task, _sols(x, x, [[1.2], [0.3], [0.0]]), posterior=False)
+  assert record['design'] == {'rows': 3.0}
+  np.testing.assert_array_equal(seen[0], x.reshape(3, 2).astype(np.float32))
+  assert 'design' not in evaluation.evaluate_solutions(
+      TASK, _sols(x, x, [[1.2], [0.3], [0.0]]), posterior=False)
 
 
 @pytest.mark.filterwarnings('ignore:the latent')

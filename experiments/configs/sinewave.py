@@ -17,8 +17,9 @@ def get_config():
   c.train.epochs = 1000
   c.train.learning_rate = 3e-3
   c.train.final_learning_rate = 1e-5
-  # lam_y decays to 0.2 N_l, not ~0: the final network (used for sampling)
-  # keeps a usable y-fit while the MMD terms take over (docs/results.md).
+  # lam_y decays to 0.2 N_l, not ~0: the final network (used for sampling
+  # and as the surrogate) keeps a usable y-fit while the likelihood term
+  # takes over.
   c.train.lambda_y_end = 0.2
   # Localization: larger first steps reach the level set from the farthest
   # posterior samples; the cosine decay lets the iterates settle on it.

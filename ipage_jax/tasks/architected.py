@@ -284,6 +284,33 @@ def solid_connectivity(x) -> np.ndarray:
   return out.reshape(np.shape(x)[:-1])
 
 
+# A cell is "connected" when its largest periodic solid component holds at
+# least this share of the solid; a pixel is "binary" within BINARY_TOL of 0
+# or 1.
+CONNECTED_SHARE = 0.95
+BINARY_TOL = 0.05
+
+
+def design_stats(x) -> dict:
+  """Whether designs `(n, 1024)` are manufacturable cells, as floats.
+
+  Returns:
+    binary_pixels: share of pixels within BINARY_TOL of 0 or 1;
+    porosity_mean / porosity_min / porosity_max: of the binarized cells;
+    connected: share of cells whose largest periodic solid component holds
+      >= CONNECTED_SHARE of their solid (`solid_connectivity`).
+  """
+  x = np.asarray(x, np.float32).reshape(-1, X_DIM)
+  near = np.minimum(np.abs(x), np.abs(x - 1.0)) <= BINARY_TOL
+  por = porosity(x)
+  return dict(binary_pixels=float(near.mean()),
+              porosity_mean=float(por.mean()),
+              porosity_min=float(por.min()),
+              porosity_max=float(por.max()),
+              connected=float(np.mean(solid_connectivity(x)
+                                      >= CONNECTED_SHARE)))
+
+
 def sample_prior(key: jax.Array, n: int) -> jax.Array:
   """`(n, 1024)` float32 flattened cells from `generate_cells` (defaults)."""
   return generate_cells(key, n).reshape(-1, X_DIM)
@@ -425,4 +452,5 @@ def task() -> base.Task:
       y_names=('E_mean',),
       augment=augment,
       extra_targets=tuple(t.copy() for t in EXTRA_TARGETS),
+      design_stats=design_stats,
   )

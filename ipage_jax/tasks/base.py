@@ -45,6 +45,10 @@ class Task:
       design lies on, in [0, num_modes) (sinewave: its 9 curves), for mode
       coverage; None when the task has no such branches.
     num_modes: number of those branches.
+    design_stats: `(n, D) designs -> {name: float}`, summaries of a set of
+      designs that say whether they can be made (architected: binary
+      pixels, porosity, periodic connectivity of the solid); None when the
+      task has none.
   """
 
   name: str
@@ -64,6 +68,7 @@ class Task:
   augment: Optional[Callable[[jax.Array, jax.Array], jax.Array]] = None
   mode_index: Optional[Callable[[jax.Array], jax.Array]] = None
   num_modes: int = 0
+  design_stats: Optional[Callable[[np.ndarray], dict]] = None
 
   @property
   def bounds(self) -> tuple[np.ndarray, np.ndarray]:
