@@ -12,7 +12,7 @@ as Python literals) solves for the task's default and extra targets (or
 `--targets`) with the key `PRNGKey(seed)`, re-simulates the solutions with
 the task's simulator and reports the mean squared error Q_B and the mean +-
 std of the re-simulated properties (architected: and the share of connected
-cells), and each setting's cost: gradient evaluations per solution (FEM
+cells), and each setting's cost: forward evaluations per solution (FEM
 solves with `forward=simulator`) and wall time. Training is not touched: this isolates
 what localization, clipping and ranking do with one posterior. Prints a
 markdown table and writes it to `workdir/solve_ablation_<task>_<method>.md`.
@@ -31,6 +31,7 @@ from experiments import runner
 from experiments import train
 from ipage_jax import checkpoint
 from ipage_jax import methods
+from ipage_jax import solving
 from ipage_jax import tasks
 
 # --workdir, --seeds, --num_solutions and --methods' first entry are the
@@ -48,9 +49,9 @@ _TARGETS = flags.DEFINE_list(
 def ablation_table(workdir, task_name, method_name, seeds, settings,
                    targets, num_solutions) -> str:
   """Markdown table: one row per setting, Q_B (and properties) per target,
-  then the cost: gradient evaluations per solution (of the surrogate, or of
-  the simulator with `forward=simulator`) and the solve's wall time, both
-  means over targets and seeds (compilation included)."""
+  then the cost: forward evaluations per solution (`forward_evaluations`)
+  and the solve's wall time, both means over targets and seeds
+  (compilation included)."""
   task = tasks.get(task_name)
   method = methods.get(method_name)
   base = importlib.import_module(
@@ -63,7 +64,7 @@ def ablation_table(workdir, task_name, method_name, seeds, settings,
                               'experiments.benchmark first')
     models[seed] = methods.load_model(path, method.name)
   header = (['solve setting'] + [f'y* = {t:g}' for t in targets]
-            + ['evaluations / solution', 'time [s]'])
+            + ['forward evaluations / solution', 'time [s]'])
   rows = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
   for text in settings:
     solve_config = train.override_solve(base, text)
@@ -79,7 +80,8 @@ def ablation_table(workdir, task_name, method_name, seeds, settings,
         y = np.asarray(task.simulate(sols.x))[:, 0]
         q.append(np.mean((y - target) ** 2))
         props.append(y)
-        evals.append(sols.gradient_steps_per_solution)
+        evals.append(forward_evaluations(run, models[seed], target,
+                                         num_solutions, solve_config))
         seconds.append(tts.total_s)
         if task.design_stats is not None:
           connected.append(task.design_stats(np.asarray(sols.x))['connected'])
@@ -92,6 +94,22 @@ def ablation_table(workdir, task_name, method_name, seeds, settings,
     rows.append(f'| `{text or "config"}` | ' + ' | '.join(cells) + ' |')
     print(rows[-1], flush=True)
   return '\n'.join(rows)
+
+
+def forward_evaluations(run, model, target, num_solutions: int,
+                        solve_config) -> float:
+  """Evaluations of the forward model (the surrogate, or the simulator with
+  `forward=simulator`) per returned solution: every candidate is evaluated
+  with its gradient at each localization step and once more to be ranked,
+  candidates per solution x (steps + 1); 0 for a method that neither
+  localizes nor ranks."""
+  settings = run.method.solve_settings(model.config, solve_config)
+  solver = solving.with_route(run.method.solver(model), model, settings,
+                              run.task.simulate)
+  plan = solving.make_plan(model, solver, [target], num_solutions, settings)
+  if not plan.localize:
+    return 0.0
+  return plan.num_draw / num_solutions * (settings.localize_steps + 1)
 
 
 def main(argv):

@@ -471,10 +471,11 @@ def test_solve_ablation_applies_each_setting(smoke):
     np.testing.assert_allclose(q[0, j], want, rtol=0,
                                atol=digit / 2 + tol)
     assert q[1, j] != q[0, j]  # the second setting changes the solutions
-  # The cost columns: no steps, then 20 steps on each of the 200 candidates
-  # of the config's diversity pool (min_candidates) per 8 solutions.
+  # The cost columns: 8 candidates for 8 solutions, each ranked once; then
+  # the 200 candidates of the config's diversity pool (min_candidates) per 8
+  # solutions, each through 20 steps and ranked.
   cost = [r.split('|')[4:6] for r in table.splitlines()[2:]]
-  assert [float(c[0]) for c in cost] == [0.0, 20 * 200 / 8]
+  assert [float(c[0]) for c in cost] == [1.0, 200 / 8 * 21]
   assert all(float(c[1]) > 0 for c in cost)
   with pytest.raises(runner.UsageError, match='unknown solve setting'):
     solve_ablation.ablation_table(str(workdir), 'sinewave', 'ipage', [0],
