@@ -435,7 +435,8 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
 
   Returns:
     (solutions, TimeToSolution(inference_s: drawing the candidates,
-    localization_s: localizing them), compilation included.
+    localization_s: localizing them, and the `solve.retries` rounds:
+    drawing, localizing and ranking again), compilation included.
   """
   settings = run.method.solve_settings(model.config, solve_config)
   solver = solving.with_route(run.method.solver(model), model, settings,
@@ -459,6 +460,15 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
                  duration(localization_s),
                  rows * moved.steps / max(localization_s, 1e-9))
   sols = solving.select_solutions(model, solver, plan, x_draw, moved)
+  if plan.localize and settings.retries:
+    start = time.perf_counter()
+    sols = solving.retry_failures(model, solver, key, plan, sols,
+                                  LocalizationLog(label))
+    retry_s = time.perf_counter() - start
+    localization_s += retry_s
+    logging.info('%s: %d retry round(s) in %s, %.4g gradient evaluations '
+                 'per solution in all', label, settings.retries,
+                 duration(retry_s), sols.gradient_steps_per_solution)
   return sols, metrics.TimeToSolution(inference_s, localization_s)
 
 
