@@ -300,15 +300,7 @@ def make_plan(model: model_lib.Model, solver: Solver, y_target,
   targets = check_targets(y_target, model.y_dim, model.y_range)
   single = targets.ndim == 1
   targets = np.atleast_2d(targets)
-  # Oversampling: draw `oversample` times more candidates, localize them
-  # all, keep per target the N best (see `ranking`). This drops the rare
-  # samples that localization leaves stuck at a critical point of the
-  # surrogate (visible from the surrogate alone, no simulator needed).
-  oversample = float(settings.oversample) if solver.localize else 1.0
-  num_draw = int(np.ceil(num_solutions * oversample))
-  if (solver.localize and settings.rank_by == 'diversity'
-      and num_solutions > 1):
-    num_draw = max(num_draw, int(settings.min_candidates))
+  num_draw = _num_draw(settings, solver.localize, num_solutions)
   lower, upper = bounds if bounds is not None else model.x_range
   lo, hi = (np.asarray(model.x_scaler.forward(
       jnp.asarray(b, jnp.float32)[None])[0]) for b in (lower, upper))
@@ -319,6 +311,20 @@ def make_plan(model: model_lib.Model, solver: Solver, y_target,
               lower=lo, upper=hi, localize=solver.localize,
               mesh=parallel_lib.mesh_from_config(par),
               chunk=0 if par is None else int(par.get('localize_chunk', 0)))
+
+
+def _num_draw(settings: SolveSettings, localize: bool,
+              num_solutions: int) -> int:
+  """Candidates drawn per target for N = `num_solutions` kept."""
+  # Oversampling: draw `oversample` times more candidates, localize them
+  # all, keep per target the N best (see `ranking`). This drops the rare
+  # samples that localization leaves stuck at a critical point of the
+  # surrogate (visible from the surrogate alone, no simulator needed).
+  oversample = float(settings.oversample) if localize else 1.0
+  num_draw = int(np.ceil(num_solutions * oversample))
+  if localize and settings.rank_by == 'diversity' and num_solutions > 1:
+    num_draw = max(num_draw, int(settings.min_candidates))
+  return num_draw
 
 
 def _project(plan: Plan, x: Array) -> Array:
@@ -468,12 +474,14 @@ def retry_failures(model: model_lib.Model, solver: Solver, key: Array,
   A kept solution fails when its surrogate error in standardized y units
   exceeds `solve.accept_error`: all the candidates of a target can stall
   at a local minimum of the surrogate, which the surrogate alone shows.
-  Round r (1, 2, ...) draws fresh candidates (key `fold_in(key, r)`) for
-  the targets with a failing solution only, localizes and ranks them as
-  the first pass did, and replaces a failing solution by a new one with a
-  lower standardized error (the worst failing one meets the best new one,
-  and so on). The other solutions stay as they were, bit for bit. Methods
-  that do not localize get `sols` back.
+  Round r (1, 2, ...) solves again, with the key `fold_in(key, r)`, the
+  targets with a failing solution only, for K solutions each, K the most
+  failing solutions of a target (candidates drawn as for K solutions:
+  oversampling, diversity pool), localized and ranked as in the first
+  pass; a failing solution is replaced by a new one of lower standardized
+  error (the worst failing one meets the best new one, and so on). The
+  other solutions stay as they were, bit for bit. Methods that do not
+  localize get `sols` back.
 
   Args:
     model, solver, plan: as for `select_solutions`.
@@ -500,24 +508,27 @@ def retry_failures(model: model_lib.Model, solver: Solver, key: Array,
     rows = np.flatnonzero(failing.any(1))
     if rows.size == 0:
       break
-    sub = plan._replace(targets=plan.targets[rows],
-                        targets_std=plan.targets_std[rows], single=False)
+    k = int(failing.sum(1).max())
+    sub = plan._replace(
+        targets=plan.targets[rows], targets_std=plan.targets_std[rows],
+        single=False, num_solutions=k,
+        num_draw=_num_draw(plan.settings, True, k))
     x_draw = draw_candidates(solver, jax.random.fold_in(key, r), sub)
-    new = select_solutions(model, solver, sub, x_draw, localize_candidates(
-        solver, sub, x_draw, progress))
-    new_err = _error_std(model, sub, new.y_surrogate)
-    # (F, N) slots: failing ones worst first; new ones best first.
+    moved = localize_candidates(solver, sub, x_draw, progress)
+    new = select_solutions(model, solver, sub, x_draw, moved)
+    new_err = _error_std(model, sub, new.y_surrogate)  # (F, K)
+    # Slots: a target's failing ones worst first, its new ones best first.
     old_order = np.argsort(np.where(failing[rows], -err[rows], np.inf), 1,
-                           kind='stable')
+                           kind='stable')[:, :k]
     new_order = np.argsort(new_err, 1, kind='stable')
     take = lambda a, order: np.take_along_axis(a, order, 1)
     better = take(failing[rows], old_order) & (
         take(new_err, new_order) < take(err[rows], old_order))
-    i, k = np.nonzero(better)
+    i, j = np.nonzero(better)
     for name in names:
-      arrays[name][rows[i], old_order[i, k]] = np.asarray(
-          getattr(new, name))[i, new_order[i, k]]
-    steps += new.gradient_steps_per_solution * rows.size / num_targets
+      arrays[name][rows[i], old_order[i, j]] = np.asarray(
+          getattr(new, name))[i, new_order[i, j]]
+    steps += moved.steps * sub.num_draw * rows.size / (num_targets * n)
   return sols._replace(
       gradient_steps_per_solution=steps,
       **{name: arrays[name].reshape(getattr(sols, name).shape)

@@ -311,3 +311,23 @@ def test_retries_replace_the_failing_solutions_of_a_target():
                       solving.solve_settings(model.config.solve))
   assert one.x.shape == one.x_posterior.shape == (2, 1)
   assert one.surrogate_error.shape == (2,) and one.y_target.shape == (1,)
+
+
+def test_retries_resolve_only_the_failing_solutions_of_a_target():
+  """One target, N = 8: a retry solves it again for its K failing
+  solutions only (K new starts: no oversampling here) and replaces them
+  by the new solved ones, for 300 (8 + K) / 8 steps per solution."""
+  model = _cubic_model(retries=1)
+  settings = solving.solve_settings(model.config.solve)
+  first = solving.solve(model, _CUBIC_SOLVER, _KEY, [2.5], 8,
+                        settings._replace(retries=0))
+  solved = _solved(first.surrogate_error)
+  k = int(np.sum(~solved))
+  assert 0 < k < 8
+  sols = solving.solve(model, _CUBIC_SOLVER, _KEY, [2.5], 8, settings)
+  _assert_same(sols, first, solved)
+  new = np.asarray(_uniform_draw(jax.random.fold_in(_KEY, 1),
+                                 _TARGETS[:1], k, None))[0, :, 0]
+  assert 0 < np.sum(new > 1.0) < k
+  assert np.sum(_solved(sols.surrogate_error)) == 8 - k + np.sum(new > 1.0)
+  assert sols.gradient_steps_per_solution == 300 * (8 + k) / 8
