@@ -331,3 +331,24 @@ def test_retries_resolve_only_the_failing_solutions_of_a_target():
   assert 0 < np.sum(new > 1.0) < k
   assert np.sum(_solved(sols.surrogate_error)) == 8 - k + np.sum(new > 1.0)
   assert sols.gradient_steps_per_solution == 300 * (8 + k) / 8
+
+
+def test_retries_run_through_the_chunked_localization():
+  """With `parallel.localize_chunk` the first pass and the retries run in
+  chunks of 3 rows (padded, up to float rounding the same rows): the same
+  targets are rescued from the same starts, onto the level set, the
+  others stay stuck, and the work counts the same."""
+  model = _cubic_model(oversample=2.0, retries=1)
+  model.config.parallel.localize_chunk = 3
+  settings = solving.solve_settings(model.config.solve)
+  chunked = solving.solve(model, _CUBIC_SOLVER, _KEY, _TARGETS, 1, settings)
+  whole = _solve(oversample=2.0, retries=1)
+  solved = _solved(whole.surrogate_error[:, 0])
+  assert solved.any() and not solved.all()
+  np.testing.assert_array_equal(_solved(chunked.surrogate_error[:, 0]),
+                                solved)
+  np.testing.assert_array_equal(chunked.x_posterior, whole.x_posterior)
+  np.testing.assert_allclose(chunked.surrogate_error[~solved], 0.25,
+                             rtol=1e-3)
+  assert chunked.gradient_steps_per_solution == (
+      whole.gradient_steps_per_solution)
