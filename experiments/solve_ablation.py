@@ -1,21 +1,37 @@
-r"""Phase-3 ablation: one cached model, several solve settings, protocol B.
+r"""Phase-3 ablation: one cached model, several solve settings.
 
   python -m experiments.solve_ablation --workdir runs/bench_arch_w \
       --task architected --seeds 0-0 --num_solutions 100 \
       --setting 'clip_to_box=False oversample=1 localize_steps=500' \
       --setting 'clip_to_box=True oversample=10 localize_steps=0'
+  python -m experiments.solve_ablation --workdir runs/bench --protocol a \
+      --task robot_arm --seeds 5 --setting 'retries=0' --setting 'retries=1'
 
 Loads `workdir/runs/<task>/<method>/seed<s>/model` (as
 `experiments.benchmark` writes them), and for every `--setting` (space-
 separated `key=value` overrides of the task config's `solve` section, values
-as Python literals) solves for the task's default and extra targets (or
-`--targets`) with the key `PRNGKey(seed)`, re-simulates the solutions with
-the task's simulator and reports the mean squared error Q_B and the mean +-
-std of the re-simulated properties (architected: and the share of connected
-cells), and each setting's cost: forward evaluations per solution (FEM
-solves with `forward=simulator`) and wall time. Training is not touched: this isolates
-what localization, clipping and ranking do with one posterior. Prints a
-markdown table and writes it to `workdir/solve_ablation_<task>_<method>.md`.
+as Python literals) solves and re-simulates the solutions with the task's
+simulator. Training is not touched: this isolates what localization,
+clipping, ranking and retries do with one posterior.
+
+`--protocol b` (default): `--num_solutions` solutions for the task's default
+and extra targets (or `--targets`; 1-D properties only) with the key
+`PRNGKey(seed)`; the mean squared error Q_B and the mean +- std of the
+re-simulated properties per target (architected: and the share of
+connected cells), and each setting's cost: forward evaluations per
+solution (FEM solves with `forward=simulator`) and wall time.
+
+`--protocol a`: the benchmark's protocol A, one solution for each of the
+run's held-out targets (the rows and the key `train.evaluate_protocols`
+used, rebuilt from the model's config by `train.run_data`), the overrides
+applied to the run's own `solve` section (the model's config: '' gives the
+benchmark's Q_A); per setting the mean +- sample std over seeds of Q_A,
+each seed's Q_A, the mean of the seeds' median errors, the worst target,
+the solutions whose surrogate error (standardized) exceeds `accept_error`
+and the gradient evaluations per solution.
+
+Prints a markdown table and writes it to
+`workdir/solve_ablation_<task>_<method>.md` (`..._a.md` for protocol A).
 """
 
 import importlib
@@ -24,13 +40,16 @@ import os
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from experiments import benchmark
 from experiments import runner
 from experiments import train
 from ipage_jax import checkpoint
+from ipage_jax import evaluation
 from ipage_jax import methods
+from ipage_jax import metrics
 from ipage_jax import solving
 from ipage_jax import tasks
 
@@ -44,6 +63,25 @@ _SETTINGS = flags.DEFINE_multi_string(
 _TARGETS = flags.DEFINE_list(
     'targets', [], 'Targets (1-D properties only); default: the default '
     'and extra targets of the task.')
+_PROTOCOL = flags.DEFINE_enum(
+    'protocol', 'b', ['a', 'b'], 'b: N solutions per target of --targets; '
+    "a: one solution per held-out target of the benchmark's runs.")
+
+
+def _models(workdir, task_name, method, seeds) -> dict:
+  models = {}
+  for seed in seeds:
+    path = benchmark.find_model(workdir, task_name, method.name, seed)
+    if path is None:
+      raise runner.UsageError(f'no model of seed {seed} in {workdir}; run '
+                              'experiments.benchmark first')
+    models[seed] = methods.load_model(path, method.name)
+  return models
+
+
+def _base_solve(task_name):
+  return importlib.import_module(
+      f'experiments.configs.{task_name}').get_config().solve
 
 
 def ablation_table(workdir, task_name, method_name, seeds, settings,
@@ -54,15 +92,8 @@ def ablation_table(workdir, task_name, method_name, seeds, settings,
   (compilation included)."""
   task = tasks.get(task_name)
   method = methods.get(method_name)
-  base = importlib.import_module(
-      f'experiments.configs.{task_name}').get_config().solve
-  models = {}
-  for seed in seeds:
-    path = benchmark.find_model(workdir, task_name, method_name, seed)
-    if path is None:
-      raise runner.UsageError(f'no model of seed {seed} in {workdir}; run '
-                              'experiments.benchmark first')
-    models[seed] = methods.load_model(path, method.name)
+  base = _base_solve(task_name)
+  models = _models(workdir, task_name, method, seeds)
   header = (['solve setting'] + [f'y* = {t:g}' for t in targets]
             + ['forward evaluations / solution', 'time [s]'])
   rows = ['| ' + ' | '.join(header) + ' |', '|---' * len(header) + '|']
@@ -101,8 +132,8 @@ def forward_evaluations(run, model, target, num_solutions: int,
   """Evaluations of the forward model (the surrogate, or the simulator with
   `forward=simulator`) per returned solution: every candidate is evaluated
   with its gradient at each localization step and once more to be ranked,
-  candidates per solution x (steps + 1); 0 for a method that neither
-  localizes nor ranks."""
+  candidates per solution x (steps + 1), retry rounds (`solve.retries`)
+  not counted; 0 for a method that neither localizes nor ranks."""
   settings = run.method.solve_settings(model.config, solve_config)
   solver = solving.with_route(run.method.solver(model), model, settings,
                               run.task.simulate)
@@ -112,25 +143,79 @@ def forward_evaluations(run, model, target, num_solutions: int,
   return plan.num_draw / num_solutions * (settings.localize_steps + 1)
 
 
+def heldout_targets(task, model) -> tuple[np.ndarray, jax.Array]:
+  """(T, M) held-out targets of the benchmark run that fitted `model` and
+  its protocol-A key (from the run's config: seed, data, held-out rows)."""
+  config = model.config
+  if not config.evaluate.heldout_targets:
+    raise runner.UsageError('the model was not fitted with held-out '
+                            'targets (evaluate.heldout_targets = 0)')
+  data = train.run_data(task, config)
+  return data.y[data.held], train.protocol_keys(data.key_eval).a
+
+
+def protocol_a_table(workdir, task_name, method_name, seeds, settings
+                     ) -> str:
+  """Markdown table: one row per setting, protocol A over seeds."""
+  task = tasks.get(task_name)
+  method = methods.get(method_name)
+  models = _models(workdir, task_name, method, seeds)
+  held = {seed: heldout_targets(task, models[seed]) for seed in seeds}
+  rows = ['| solve setting | Q_A (mean ± std over seeds) | Q_A per seed | '
+          'median | worst target | off the level set (surrogate) | gradient '
+          'evaluations / solution |', '|---' * 7 + '|']
+  for text in settings:
+    q, median, worst, off, steps = [], [], [], [], []
+    for seed in seeds:
+      targets, key = held[seed]
+      model = models[seed]
+      solve_config = train.override_solve(model.config.solve, text)
+      sols = method.solve(model, key, targets, 1, solve_config=solve_config)
+      record = evaluation.evaluate_solutions(
+          task, sols, posterior=method.draws_posterior)
+      q.append(record['resimulation_error'])
+      median.append(record['resimulation_error_median'])
+      steps.append(record['gradient_steps_per_solution'])
+      worst.append(float(np.nanmax(metrics.resimulation_error(
+          task.simulate, sols.x[:, 0], targets).per_sample)))
+      diff = (model.y_scaler.forward(jnp.asarray(sols.y_surrogate[:, 0]))
+              - model.y_scaler.forward(jnp.asarray(targets)))
+      err_std = np.sum(np.square(np.asarray(diff)), -1)
+      off.append(int(np.sum(err_std > solve_config.accept_error)))
+    per_seed = ', '.join(f'{v:.1e}' for v in q)
+    rows.append(
+        f'| `{text or "config"}` | {benchmark.format_cell(q)} | {per_seed} | '
+        f'{np.mean(median):.2e} | {np.max(worst):.2e} | '
+        f'{benchmark.format_cell(off, count=True)} | '
+        f'{np.mean(steps):.1f} |')
+    print(rows[-1], flush=True)
+  return '\n'.join(rows)
+
+
 def main(argv):
   del argv
   seeds = benchmark.parse_seeds(FLAGS.seeds)
   task = tasks.get(_TASK.value)
   if task.simulate is None:
     raise runner.UsageError(f'task {task.name!r} has no simulator')
-  if task.y_dim != 1:
-    raise runner.UsageError('the ablation handles 1-D properties only')
-  if _TARGETS.value:
-    targets = [float(t) for t in _TARGETS.value]
+  method, settings = FLAGS.methods[0], _SETTINGS.value or ['']
+  if _PROTOCOL.value == 'a':
+    table = protocol_a_table(FLAGS.workdir, task.name, method, seeds,
+                             settings)
   else:
-    targets = [float(t[0]) for t in (task.default_target,
-                                     *task.extra_targets)]
-  table = ablation_table(FLAGS.workdir, task.name, FLAGS.methods[0], seeds,
-                         _SETTINGS.value or [''], targets,
-                         FLAGS.num_solutions)
+    if task.y_dim != 1:
+      raise runner.UsageError('protocol B here handles 1-D properties only')
+    if _TARGETS.value:
+      targets = [float(t) for t in _TARGETS.value]
+    else:
+      targets = [float(t[0]) for t in (task.default_target,
+                                       *task.extra_targets)]
+    table = ablation_table(FLAGS.workdir, task.name, method, seeds,
+                           settings, targets, FLAGS.num_solutions)
   print(table)
+  suffix = '_a' if _PROTOCOL.value == 'a' else ''
   path = os.path.join(FLAGS.workdir,
-                      f'solve_ablation_{task.name}_{FLAGS.methods[0]}.md')
+                      f'solve_ablation_{task.name}_{method}{suffix}.md')
   checkpoint.write_atomic(path, (table + '\n').encode())
 
 

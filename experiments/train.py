@@ -436,7 +436,8 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
 
   Returns:
     (solutions, TimeToSolution(inference_s: drawing the candidates,
-    localization_s: localizing them), compilation included.
+    localization_s: localizing them, and the `solve.retries` rounds:
+    drawing, localizing and ranking again), compilation included.
   """
   settings = run.method.solve_settings(model.config, solve_config)
   solver = solving.with_route(run.method.solver(model), model, settings,
@@ -460,6 +461,15 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
                  duration(localization_s),
                  rows * moved.steps / max(localization_s, 1e-9))
   sols = solving.select_solutions(model, solver, plan, x_draw, moved)
+  if plan.localize and settings.retries:
+    start = time.perf_counter()
+    sols = solving.retry_failures(model, solver, key, plan, sols,
+                                  LocalizationLog(label))
+    retry_s = time.perf_counter() - start
+    localization_s += retry_s
+    logging.info('%s: %d retry round(s) in %s, %.4g gradient evaluations '
+                 'per solution in all', label, settings.retries,
+                 duration(retry_s), sols.gradient_steps_per_solution)
   return sols, metrics.TimeToSolution(inference_s, localization_s)
 
 
@@ -535,6 +545,21 @@ def steps_curve(run: Run, model, key: jax.Array, num_solutions: int,
   return out
 
 
+class ProtocolKeys(NamedTuple):
+  """The keys `evaluate_protocols` splits off its key."""
+  a: jax.Array      # protocol A
+  b: jax.Array      # protocol B (extra targets: fold_in(b, i + 1))
+  rt: jax.Array     # r_T
+  steps: jax.Array  # the steps curve
+
+
+def protocol_keys(key: jax.Array) -> ProtocolKeys:
+  """The protocols' keys from the evaluation key of a run (`run_data`)."""
+  key_protocols, key_rt, key_steps = jax.random.split(key, 3)
+  key_a, key_b = jax.random.split(key_protocols)
+  return ProtocolKeys(key_a, key_b, key_rt, key_steps)
+
+
 def evaluate_protocols(run: Run, model, key: jax.Array,
                        y_heldout: np.ndarray, label: str
                        ) -> tuple[dict, solving.Solutions]:
@@ -545,19 +570,18 @@ def evaluate_protocols(run: Run, model, key: jax.Array,
     (record, the protocol-B solutions of the default target).
   """
   e, task = run.config.evaluate, run.task
-  key_protocols, key_rt, key_steps = jax.random.split(key, 3)
-  key_a, key_b = jax.random.split(key_protocols)
+  keys = protocol_keys(key)
   start = time.perf_counter()
-  sols_a, tts = timed_solve(run, model, key_a, y_heldout, 1, label=label)
+  sols_a, tts = timed_solve(run, model, keys.a, y_heldout, 1, label=label)
   a = dict(_evaluate(run, sols_a), num_targets=len(y_heldout),
            **_times(tts))
   target = np.asarray(task.default_target, np.float32)
-  b, sols_b = protocol_b(run, model, key_b, target,
+  b, sols_b = protocol_b(run, model, keys.b, target,
                          run.config.run.num_solutions, label)
   record = {'protocol_a': a, 'protocol_b': b}
   if task.extra_targets:
     record['protocol_b_extra'] = [
-        protocol_b(run, model, jax.random.fold_in(key_b, i + 1),
+        protocol_b(run, model, jax.random.fold_in(keys.b, i + 1),
                    np.asarray(t, np.float32), run.config.run.num_solutions,
                    label)[0] for i, t in enumerate(task.extra_targets)]
   logging.info('%s: protocols A (%d targets) and B (%d solutions) evaluated '
@@ -570,13 +594,13 @@ def evaluate_protocols(run: Run, model, key: jax.Array,
         task, sols_c, posterior=run.method.draws_posterior)
   if e.rt_targets:
     start = time.perf_counter()
-    sols_rt, _ = timed_solve(run, model, key_rt, y_heldout[:e.rt_targets],
+    sols_rt, _ = timed_solve(run, model, keys.rt, y_heldout[:e.rt_targets],
                              e.rt_max, label=label)
     record['r_t'] = evaluation.r_t(task, sols_rt)
     logging.info('%s: r_T over %d targets (%s)', label, e.rt_targets,
                  duration(time.perf_counter() - start))
   if e.steps_grid:
-    curve = steps_curve(run, model, key_steps, e.steps_solutions,
+    curve = steps_curve(run, model, keys.steps, e.steps_solutions,
                         [int(v) for v in e.steps_grid], label)
     if curve is not None:
       record['steps_curve'] = curve
@@ -594,6 +618,38 @@ def holdout_split(key: jax.Array, n: int, num_targets: int
     raise UsageError(f'cannot hold out {num_targets} of {n} rows')
   perm = np.asarray(jax.random.permutation(key, n))
   return np.sort(perm[num_targets:]), np.sort(perm[:num_targets])
+
+
+class RunData(NamedTuple):
+  """A run's data, its split and the keys of its phases (`run_data`)."""
+  x: np.ndarray           # (n, D) every row, original units
+  y: np.ndarray           # (n, M)
+  train_rows: np.ndarray  # rows the method is fitted on
+  held: np.ndarray        # (T,) held-out rows, the protocols' targets
+  key_fit: jax.Array
+  key_eval: jax.Array     # `evaluate_protocols`' key, or the solve's (T = 0)
+  key_report: Optional[jax.Array]  # the task's report (T = 0), else None
+
+
+def run_data(task: tasks.Task, config: ml_collections.ConfigDict
+             ) -> RunData:
+  """The data set of `config.seed` and `config.data_size`, the
+  `config.evaluate.heldout_targets` rows held out of it, and the keys.
+
+  `config.seed` gives one root key, split into four: the data; then with
+  held-out rows the split, the fit and the evaluation, else the fit, the
+  solve and the report.
+  """
+  key_data, key_1, key_2, key_3 = jax.random.split(
+      jax.random.PRNGKey(config.seed), 4)
+  x, y = task.make_dataset(key_data, config.data_size or None)
+  x, y = data_lib.check_pairs(x, y)
+  heldout = config.evaluate.heldout_targets
+  if heldout:
+    train_rows, held = holdout_split(key_1, x.shape[0], heldout)
+    return RunData(x, y, train_rows, held, key_2, key_3, None)
+  return RunData(x, y, np.arange(x.shape[0]), np.arange(0), key_1, key_2,
+                 key_3)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -622,20 +678,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     run = hooks.prepare(run)
   r, task = config.run, run.task
   label = f'{task.name}/{run.method.name}/seed{config.seed}'
-  key_data, key_1, key_2, key_3 = jax.random.split(
-      jax.random.PRNGKey(config.seed), 4)
-  x, y = task.make_dataset(key_data, config.data_size or None)
-  x, y = data_lib.check_pairs(x, y)
   heldout = config.evaluate.heldout_targets
-  if heldout:
-    train_rows, held = holdout_split(key_1, x.shape[0], heldout)
-    key_fit, key_eval = key_2, key_3
-    if task.simulate is None:
-      raise UsageError(f'task {task.name!r} has no simulator to evaluate '
-                       'the protocols with')
-  else:
-    train_rows, held = np.arange(x.shape[0]), np.arange(0)
-    key_fit, key_solve, key_report = key_1, key_2, key_3
+  if heldout and task.simulate is None:
+    raise UsageError(f'task {task.name!r} has no simulator to evaluate '
+                     'the protocols with')
+  x, y, train_rows, held, key_fit, key_eval, key_report = run_data(task,
+                                                                   config)
   fingerprint = {'config': result_settings(config), 'data': list(x.shape),
                  'data_seed': config.seed, 'heldout': len(held)}
   logging.info('%s: %d rows (%d held out), x %s, y %s', label, x.shape[0],
@@ -649,7 +697,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     record, sols = evaluate_protocols(run, model, key_eval, y[held], label)
     result.update(train_rows=len(train_rows), **record)
   else:
-    record, sols = evaluate_targets(run, model, key_solve, targets,
+    record, sols = evaluate_targets(run, model, key_eval, targets,
                                     key_report, hooks)
     result.update(num_solutions=r.num_solutions, targets=targets,
                   data_rows=int(x.shape[0]),

@@ -3,13 +3,14 @@
   settings = solve_settings(config.solve)          # checked once
   sols = solve(model, solver, key, y_target, num_solutions, settings)
 
-is the composition of four steps that callers may also run one by one
+is the composition of five steps that callers may also run one by one
 (e.g. to time them):
 
   plan = make_plan(model, solver, y_target, num_solutions, settings)
   x0 = draw_candidates(solver, key, plan)          # (T, n, D) standardized
   moved = localize_candidates(solver, plan, x0)    # batched Adam
   sols = select_solutions(model, solver, plan, x0, moved)
+  sols = retry_failures(model, solver, key, plan, sols)  # solve.retries
 
 A method enters as a `Solver`: how it draws candidates for standardized
 targets, and the differentiable forward model that localization descends
@@ -59,6 +60,7 @@ class SolveSettings(NamedTuple):
   binarize: bool
   binarize_weight: float
   posterior_keep: float
+  retries: int
 
 
 FORWARDS = ('surrogate', 'simulator')
@@ -95,6 +97,7 @@ _CHECKS = {
     'binarize': (lambda v: isinstance(v, (bool, np.bool_)), 'True or False'),
     'binarize_weight': (_non_negative, '>= 0'),
     'posterior_keep': (lambda v: _positive(v) and v <= 1, 'in (0, 1]'),
+    'retries': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
 }
 
 
@@ -205,8 +208,8 @@ class Solutions(NamedTuple):
     surrogate_error: (..., N) ||f_y(x) - y*||^2, original units.
     y_target: (..., M) the targets.
     gradient_steps_per_solution: forward-model gradient evaluations
-      (forward + backward) spent per returned solution, oversampling
-      included.
+      (forward + backward) spent per returned solution, oversampling and
+      retries included.
   """
   x: np.ndarray
   x_posterior: np.ndarray
@@ -297,15 +300,7 @@ def make_plan(model: model_lib.Model, solver: Solver, y_target,
   targets = check_targets(y_target, model.y_dim, model.y_range)
   single = targets.ndim == 1
   targets = np.atleast_2d(targets)
-  # Oversampling: draw `oversample` times more candidates, localize them
-  # all, keep per target the N best (see `ranking`). This drops the rare
-  # samples that localization leaves stuck at a critical point of the
-  # surrogate (visible from the surrogate alone, no simulator needed).
-  oversample = float(settings.oversample) if solver.localize else 1.0
-  num_draw = int(np.ceil(num_solutions * oversample))
-  if (solver.localize and settings.rank_by == 'diversity'
-      and num_solutions > 1):
-    num_draw = max(num_draw, int(settings.min_candidates))
+  num_draw = _num_draw(settings, solver.localize, num_solutions)
   lower, upper = bounds if bounds is not None else model.x_range
   lo, hi = (np.asarray(model.x_scaler.forward(
       jnp.asarray(b, jnp.float32)[None])[0]) for b in (lower, upper))
@@ -316,6 +311,20 @@ def make_plan(model: model_lib.Model, solver: Solver, y_target,
               lower=lo, upper=hi, localize=solver.localize,
               mesh=parallel_lib.mesh_from_config(par),
               chunk=0 if par is None else int(par.get('localize_chunk', 0)))
+
+
+def _num_draw(settings: SolveSettings, localize: bool,
+              num_solutions: int) -> int:
+  """Candidates drawn per target for N = `num_solutions` kept."""
+  # Oversampling: draw `oversample` times more candidates, localize them
+  # all, keep per target the N best (see `ranking`). This drops the rare
+  # samples that localization leaves stuck at a critical point of the
+  # surrogate (visible from the surrogate alone, no simulator needed).
+  oversample = float(settings.oversample) if localize else 1.0
+  num_draw = int(np.ceil(num_solutions * oversample))
+  if localize and settings.rank_by == 'diversity' and num_solutions > 1:
+    num_draw = max(num_draw, int(settings.min_candidates))
+  return num_draw
 
 
 def _project(plan: Plan, x: Array) -> Array:
@@ -456,11 +465,92 @@ def _rank(model: model_lib.Model, solver: Solver, plan: Plan, flat_x: Array,
   return ranking.get(rank_by)(candidates, plan.num_solutions)
 
 
+def retry_failures(model: model_lib.Model, solver: Solver, key: Array,
+                   plan: Plan, sols: Solutions,
+                   progress: Optional[localization.Progress] = None
+                   ) -> Solutions:
+  """`solve.retries` rounds for the targets whose solutions missed.
+
+  A kept solution fails when its surrogate error in standardized y units
+  exceeds `solve.accept_error`: all the candidates of a target can stall
+  at a local minimum of the surrogate, which the surrogate alone shows.
+  Round r (1, 2, ...) solves again, with the key `fold_in(key, r)`, the
+  targets with a failing solution only, for K solutions each, K the most
+  failing solutions of a target (candidates drawn as for K solutions:
+  oversampling, diversity pool), localized and ranked as in the first
+  pass; a failing solution is replaced by a new one of lower standardized
+  error (the worst failing one meets the best new one, and so on). The
+  other solutions stay as they were, bit for bit. Methods that do not
+  localize get `sols` back.
+
+  Args:
+    model, solver, plan: as for `select_solutions`.
+    key: the PRNG key of the first pass's draws.
+    sols: the first pass's solutions, leading shape (N,) or (T, N).
+    progress: `progress(done, steps)` of the localizations.
+
+  Returns:
+    Solutions of the same shapes; `gradient_steps_per_solution` adds the
+    retries' localizations, averaged over all T N solutions.
+  """
+  if not plan.localize:
+    return sols
+  num_targets, n = plan.targets.shape[0], plan.num_solutions
+  lead = (num_targets, n)
+  names = ('x', 'x_posterior', 'y_surrogate', 'surrogate_error')
+  arrays = {name: np.array(getattr(sols, name)).reshape(
+      lead + getattr(sols, name).shape[1 if plan.single else 2:])
+            for name in names}  # (T, N, ...) copies
+  steps = sols.gradient_steps_per_solution
+  for r in range(1, plan.settings.retries + 1):
+    err = _error_std(model, plan, arrays['y_surrogate'])
+    failing = err > plan.settings.accept_error
+    rows = np.flatnonzero(failing.any(1))
+    if rows.size == 0:
+      break
+    k = int(failing.sum(1).max())
+    sub = plan._replace(
+        targets=plan.targets[rows], targets_std=plan.targets_std[rows],
+        single=False, num_solutions=k,
+        num_draw=_num_draw(plan.settings, True, k))
+    x_draw = draw_candidates(solver, jax.random.fold_in(key, r), sub)
+    moved = localize_candidates(solver, sub, x_draw, progress)
+    new = select_solutions(model, solver, sub, x_draw, moved)
+    new_err = _error_std(model, sub, new.y_surrogate)  # (F, K)
+    # Slots: a target's failing ones worst first, its new ones best first.
+    old_order = np.argsort(np.where(failing[rows], -err[rows], np.inf), 1,
+                           kind='stable')[:, :k]
+    new_order = np.argsort(new_err, 1, kind='stable')
+    take = lambda a, order: np.take_along_axis(a, order, 1)
+    better = take(failing[rows], old_order) & (
+        take(new_err, new_order) < take(err[rows], old_order))
+    i, j = np.nonzero(better)
+    for name in names:
+      arrays[name][rows[i], old_order[i, j]] = np.asarray(
+          getattr(new, name))[i, new_order[i, j]]
+    steps += moved.steps * sub.num_draw * rows.size / (num_targets * n)
+  return sols._replace(
+      gradient_steps_per_solution=steps,
+      **{name: arrays[name].reshape(getattr(sols, name).shape)
+         for name in names})
+
+
+def _error_std(model: model_lib.Model, plan: Plan, y_sur: np.ndarray
+               ) -> np.ndarray:
+  """(T, N) squared surrogate errors of y_sur (T, N, M) against the plan's
+  targets, standardized units (as `solve.accept_error`)."""
+  y_std = model.y_scaler.forward(
+      jnp.asarray(y_sur.reshape(-1, y_sur.shape[-1])))
+  diff = y_std.reshape(y_sur.shape) - plan.targets_std[:, None, :]
+  return np.asarray(jnp.sum(jnp.square(diff), -1))
+
+
 def solve(model: model_lib.Model, solver: Solver, key: Array, y_target,
           num_solutions: int, settings: SolveSettings,
           bounds: Optional[tuple[Any, Any]] = None,
           simulate: Optional[Callable[[Array], Array]] = None) -> Solutions:
-  """Designs for (M,) or (T, M) targets: draw, localize, keep the best.
+  """Designs for (M,) or (T, M) targets: draw, localize, keep the best,
+  then retry the targets whose solutions missed (`retry_failures`).
 
   Args:
     model: a fitted model of the method of `solver`.
@@ -485,10 +575,12 @@ def solve(model: model_lib.Model, solver: Solver, key: Array, y_target,
   plan = make_plan(model, solver, y_target, num_solutions, settings, bounds)
   x_draw = draw_candidates(solver, key, plan)
   moved = localize_candidates(solver, plan, x_draw)
-  return select_solutions(model, solver, plan, x_draw, moved)
+  sols = select_solutions(model, solver, plan, x_draw, moved)
+  return retry_failures(model, solver, key, plan, sols)
 
 
 __all__ = ('Draw', 'FORWARDS', 'Forward', 'Localized', 'Plan', 'SolveSettings',
            'Solutions', 'Solver', 'check_targets', 'draw_candidates',
-           'localize_candidates', 'make_plan', 'select_solutions',
-           'simulator_forward', 'solve', 'solve_settings', 'with_route')
+           'localize_candidates', 'make_plan', 'retry_failures',
+           'select_solutions', 'simulator_forward', 'solve', 'solve_settings',
+           'with_route')

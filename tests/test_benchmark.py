@@ -437,6 +437,41 @@ def test_sinewave_coverage_table_of_cached_models(smoke):
     assert np.isfinite(float(cell.split('Q')[1]))
 
 
+def test_solve_ablation_protocol_a_is_the_benchmarks(smoke):
+  """`solve_ablation --protocol a` with the run's own settings is the
+  benchmark's protocol A (same held-out targets and key, the same Q_A);
+  `retries=1 accept_error=0` retries every target once: twice the work.
+  The benchmark's phase-by-phase solve (`train.timed_solve`) retries as
+  `solve` does."""
+  from experiments import solve_ablation
+  workdir, _, outputs = smoke
+  (record,) = [r['protocol_a'] for r in outputs[-1]['runs'] if (
+      r['task'], r['method'], r['seed']) == ('sinewave', 'ipage', 0)]
+  table = solve_ablation.protocol_a_table(
+      str(workdir), 'sinewave', 'ipage', [0],
+      ['', 'retries=1 accept_error=0.0'])
+  rows = [r.split('|')[1:-1] for r in table.splitlines()[2:]]
+  assert rows[0][1].strip() == f"{record['resimulation_error']:.2e}"
+  steps = [float(r[6]) for r in rows]
+  assert steps[0] == record['gradient_steps_per_solution'] > 0
+  assert steps[1] == 2 * steps[0]
+  assert rows[0][2].strip() == f"{record['resimulation_error']:.1e}"
+  assert 0 <= int(rows[0][5]) <= 8 == int(rows[1][5])  # all off at 0
+  model = methods.load_model(
+      benchmark.model_path(str(workdir), 'sinewave', 'ipage', 0))
+  targets, key = solve_ablation.heldout_targets(tasks.get('sinewave'), model)
+  assert targets.shape == (8, 1)
+  solve = train.override_solve(model.config.solve, 'retries=2')
+  run = train.Run(tasks.get('sinewave'), methods.get('ipage'), model.config,
+                  str(workdir))
+  timed, _ = train.timed_solve(run, model, key, targets, 2, label='t',
+                               solve_config=solve)
+  whole = run.method.solve(model, key, targets, 2, solve_config=solve)
+  for name in ('x', 'x_posterior', 'surrogate_error'):
+    np.testing.assert_array_equal(getattr(timed, name), getattr(whole, name))
+  assert timed.gradient_steps_per_solution == (
+      whole.gradient_steps_per_solution)
+
 def test_solve_ablation_applies_each_setting(smoke):
   """A row of `solve_ablation` is protocol B under its overrides: with no
   localization, no oversampling and no diversity pool it is the plain

@@ -369,6 +369,32 @@ def test_oversample_keeps_the_best_by_surrogate_error(model):
     pipeline.solve(model, key, [3000.0], n, solve_config=s)
 
 
+def test_retries_redraw_the_posterior_of_the_failing_targets(model):
+  """accept_error=0 fails every target; one retry draws each a fresh
+  posterior sample (key fold_in(key, 1), all targets at once) and keeps,
+  per target, the one of lower surrogate error (no localization here, so
+  the candidates are the solver's draws, gathered exactly)."""
+  s = model.config.solve.copy_and_resolve_references()
+  s.accept_error, s.retries = 0.0, 1
+  key = jax.random.PRNGKey(7)
+  targets = np.array([[2600.0], [3000.0], [3400.0], [2800.0]], np.float32)
+  sols = pipeline.solve(model, key, targets, 1, 'lhs', steps=0,
+                        learning_rate=1e-3, solve_config=s)
+  settings = solving.solve_settings(s, sampler='lhs')
+  t_std = model.y_scaler.forward(jnp.asarray(targets))
+  draws = [pipeline.solver(model).draw(k, t_std, 1, settings)[:, 0]
+           for k in (key, jax.random.fold_in(key, 1))]  # (T, D) each
+  err = [np.sum((_y_sur(model, d) - targets) ** 2, -1) for d in draws]
+  newer = err[1] < err[0]
+  assert 0 < newer.sum() < len(targets)  # both outcomes occur
+  old, new = (np.asarray(model.x_scaler.inverse(d)) for d in draws)
+  want = np.where(newer[:, None], new, old)
+  np.testing.assert_array_equal(sols.x[:, 0], want)
+  np.testing.assert_array_equal(sols.x_posterior[:, 0], want)
+  np.testing.assert_array_equal(sols.surrogate_error[:, 0],
+                                np.minimum(*err))
+
+
 def test_clip_to_box_ranks_the_projected_candidates(model):
   """solve.clip_to_box: the drawn candidates are clipped to the box before
   the surrogate ranks them (numpy reference on the same draws), localized

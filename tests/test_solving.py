@@ -1,5 +1,6 @@
 """Solve settings, the ranking registry and the phases of `solving`."""
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -45,6 +46,9 @@ def test_settings_are_parsed_once_into_a_frozen_record():
     ('rank_by', 'closest', "rank_by must be one of \\('surrogate'"),
     ('accept_error', float('nan'), 'accept_error must be >= 0'),
     ('min_candidates', True, 'min_candidates must be an integer'),
+    ('retries', -1, 'retries must be an integer >= 0'),
+    ('retries', 1.0, 'retries must be an integer >= 0'),
+    ('retries', True, 'retries must be an integer >= 0'),
 ])
 def test_bad_settings_name_the_field(field, value, match):
   with pytest.raises(ValueError, match=match):
@@ -142,3 +146,209 @@ def test_phases_compose_to_solve():
   with pytest.raises(ValueError, match='needs a forward model'):
     solving.make_plan(model, solver._replace(forward=None), [1.0], 3,
                       settings)
+
+
+# Retries. A 1-D surrogate f(x) = x^3 - 3x (identity scalers, box [-3, 3])
+# and the target 2.5: the loss (f - 2.5)^2 has its only root at x* ~ 2.04
+# (f(2) = 2 < 2.5 < f(2.1)) and a local minimum at x = -1 (the local maximum
+# f(-1) = 2 < 2.5), of loss 0.25. Since f < 2.5 left of x*, descent follows
+# f' and moves x0 > 1 (right of f's local minimum at 1) to x*, and x0 < 1
+# to -1, where it stays: a target is solved iff a start lies right of 1.
+_CUBIC_STEPS = 300
+_LOW, _HIGH = -2.5, 2.5  # the uniform starts
+
+
+def _cubic(_, p, x):
+  del p
+  return x ** 3 - 3.0 * x
+
+
+def _cubic_model(**solve):
+  identity = lambda d: data_lib.Standardizer(jnp.zeros(d), jnp.ones(d))
+  config = pipeline.default_config()
+  config.solve.localize_steps = _CUBIC_STEPS
+  config.solve.localize_learning_rate = 0.05
+  config.solve.localize_final_learning_rate = 1e-4
+  config.solve.update(solve)
+  model = model_lib.Model(
+      method='cubic', net=None, params=None, best_params=None,
+      x_scaler=identity(1), y_scaler=identity(1),
+      x_range=(np.full(1, -3.0, np.float32), np.full(1, 3.0, np.float32)),
+      y_range=(np.full(1, -20.0, np.float32), np.full(1, 20.0, np.float32)),
+      config=config, history={})
+  return model
+
+
+def _uniform_draw(key, t, n, settings):
+  del settings
+  return jax.random.uniform(key, (t.shape[0], n, 1), minval=_LOW,
+                            maxval=_HIGH)
+
+
+_CUBIC_SOLVER = solving.Solver(
+    draw=_uniform_draw, forward=solving.Forward(_cubic, 'cubic', None))
+_KEY = jax.random.PRNGKey(1)
+_TARGETS = np.full((8, 1), 2.5, np.float32)
+
+
+def _solve(num_solutions=1, solver=_CUBIC_SOLVER, **solve):
+  model = _cubic_model(**solve)
+  settings = solving.solve_settings(model.config.solve)
+  return solving.solve(model, solver, _KEY, _TARGETS, num_solutions,
+                       settings)
+
+
+def _assert_same(a, b, rows=slice(None)):
+  for name in ('x', 'x_posterior', 'y_surrogate', 'surrogate_error'):
+    np.testing.assert_array_equal(getattr(a, name)[rows],
+                                  getattr(b, name)[rows])
+
+
+def test_no_retries_is_the_first_pass():
+  """retries=0: `solve` is the composition of the four phases, bitwise;
+  and a retry round with no failing target changes nothing."""
+  model = _cubic_model(oversample=2.0)
+  settings = solving.solve_settings(model.config.solve)
+  assert settings.retries == 0
+  plan = solving.make_plan(model, _CUBIC_SOLVER, _TARGETS, 1, settings)
+  x0 = solving.draw_candidates(_CUBIC_SOLVER, _KEY, plan)
+  first = solving.select_solutions(
+      model, _CUBIC_SOLVER, plan, x0,
+      solving.localize_candidates(_CUBIC_SOLVER, plan, x0))
+  whole = _solve(oversample=2.0)
+  _assert_same(whole, first)
+  assert whole.gradient_steps_per_solution == (
+      first.gradient_steps_per_solution)
+  none_fail = _solve(oversample=2.0, retries=1, accept_error=1.0)
+  _assert_same(none_fail, first)
+  assert none_fail.gradient_steps_per_solution == _CUBIC_STEPS * 2
+
+
+def _solved(err):
+  return err <= 1e-4  # the default accept_error (standardized = original)
+
+
+def test_a_retry_rescues_the_stuck_targets_only():
+  """Targets with both starts left of 1 stall at -1 (error 0.25); one
+  retry draws two new starts for them (key fold_in(key, 1)) and keeps
+  x* where a new start lies right of 1. Solved targets are untouched."""
+  first = _solve(oversample=2.0)
+  failing = ~_solved(first.surrogate_error[:, 0])
+  # Every first-pass start decides its target, as the analysis says.
+  right = first.x_posterior[:, 0, 0] > 1.0
+  np.testing.assert_array_equal(failing, ~right)  # kept: a right start
+  starts = np.asarray(_uniform_draw(_KEY, _TARGETS, 2, None))[..., 0]
+  np.testing.assert_array_equal(failing, np.all(starts < 1.0, 1))
+  np.testing.assert_allclose(first.surrogate_error[failing, 0], 0.25,
+                             rtol=1e-3)
+  assert 0 < failing.sum() < len(failing)
+
+  retried = _solve(oversample=2.0, retries=1)
+  _assert_same(retried, first, ~failing)  # bitwise
+  new = np.asarray(_uniform_draw(jax.random.fold_in(_KEY, 1),
+                                 _TARGETS[failing], 2, None))[..., 0]
+  rescued = np.any(new > 1.0, 1)
+  assert rescued.any() and not rescued.all()  # both cases occur
+  err = retried.surrogate_error[failing, 0]
+  assert np.all(_solved(err[rescued]))
+  # On the level set |f(x) - 2.5| <= 1e-2, so |x - x*| <= 1e-2 / f'(x*)
+  # to first order, f'(x*) = 3 x*^2 - 3 ~ 9.65.
+  roots = np.roots([1.0, 0.0, -3.0, -2.5])
+  x_star = roots[np.argmin(np.abs(roots.imag))].real
+  np.testing.assert_allclose(retried.x[failing][rescued, 0], x_star,
+                             atol=1.1e-2 / (3 * x_star ** 2 - 3))
+  # The replacement's posterior sample is the new start it came from.
+  post = retried.x_posterior[failing][rescued, 0, 0]
+  assert np.all(np.any(post[:, None] == new[rescued], 1))
+  # Still stuck: an error of 0.25, either the old or an equal new one.
+  np.testing.assert_allclose(err[~rescued], 0.25, rtol=1e-3)
+  assert np.all(err <= first.surrogate_error[failing, 0])
+  # Work: 2 starts x 300 steps per target; then again for the F failing
+  # targets of 8, averaged over all 8 solutions.
+  f = int(failing.sum())
+  assert first.gradient_steps_per_solution == 600
+  assert retried.gradient_steps_per_solution == 600 + 600 * f / 8
+  # A second round retries the targets the first one left stuck.
+  twice = _solve(oversample=2.0, retries=2)
+  left = int(np.sum(~_solved(retried.surrogate_error[:, 0])))
+  assert left == np.sum(~rescued) and left > 0
+  assert twice.gradient_steps_per_solution == (
+      600 + 600 * f / 8 + 600 * left / 8)
+  _assert_same(twice, retried, _solved(retried.surrogate_error[:, 0]))
+  new2 = np.asarray(_uniform_draw(jax.random.fold_in(_KEY, 2),
+                                  _TARGETS[:left], 2, None))[..., 0]
+  assert np.sum(~_solved(twice.surrogate_error)) == left - np.sum(
+      np.any(new2 > 1.0, 1))
+  # A method that does not localize ignores retries (as oversampling).
+  drawn = _CUBIC_SOLVER._replace(localize=False)
+  _assert_same(_solve(solver=drawn, retries=2), _solve(solver=drawn))
+
+
+def test_retries_replace_the_failing_solutions_of_a_target():
+  """N = 2 per target: a target's solved solutions stay; its failing ones
+  are replaced by the new solved ones (the worst failing by the best new),
+  so a target ends with min(2, solved before + solved new) solved ones."""
+  first = _solve(num_solutions=2)  # 2 draws per target, both kept
+  solved = _solved(first.surrogate_error)
+  failing = ~solved.all(1)
+  assert solved.any(1)[failing].any() and not solved.any(1)[failing].all()
+  retried = _solve(num_solutions=2, retries=1)
+  for name in ('x', 'x_posterior', 'y_surrogate', 'surrogate_error'):
+    np.testing.assert_array_equal(getattr(retried, name)[solved],
+                                  getattr(first, name)[solved])
+  new = np.asarray(_uniform_draw(jax.random.fold_in(_KEY, 1),
+                                 _TARGETS[failing], 2, None))[..., 0]
+  want = np.minimum(2, solved[failing].sum(1) + (new > 1.0).sum(1))
+  got = _solved(retried.surrogate_error[failing]).sum(1)
+  np.testing.assert_array_equal(got, want)
+  assert np.any(want > solved[failing].sum(1))
+  assert retried.gradient_steps_per_solution == (
+      300 + 300 * failing.sum() / 8)
+  assert retried.x.shape == first.x.shape == (8, 2, 1)
+  # One (M,) target: leading shape (N,), as without retries.
+  model = _cubic_model(retries=1, accept_error=0.0)
+  one = solving.solve(model, _CUBIC_SOLVER, _KEY, [2.5], 2,
+                      solving.solve_settings(model.config.solve))
+  assert one.x.shape == one.x_posterior.shape == (2, 1)
+  assert one.surrogate_error.shape == (2,) and one.y_target.shape == (1,)
+
+
+def test_retries_resolve_only_the_failing_solutions_of_a_target():
+  """One target, N = 8: a retry solves it again for its K failing
+  solutions only (K new starts: no oversampling here) and replaces them
+  by the new solved ones, for 300 (8 + K) / 8 steps per solution."""
+  model = _cubic_model(retries=1)
+  settings = solving.solve_settings(model.config.solve)
+  first = solving.solve(model, _CUBIC_SOLVER, _KEY, [2.5], 8,
+                        settings._replace(retries=0))
+  solved = _solved(first.surrogate_error)
+  k = int(np.sum(~solved))
+  assert 0 < k < 8
+  sols = solving.solve(model, _CUBIC_SOLVER, _KEY, [2.5], 8, settings)
+  _assert_same(sols, first, solved)
+  new = np.asarray(_uniform_draw(jax.random.fold_in(_KEY, 1),
+                                 _TARGETS[:1], k, None))[0, :, 0]
+  assert 0 < np.sum(new > 1.0) < k
+  assert np.sum(_solved(sols.surrogate_error)) == 8 - k + np.sum(new > 1.0)
+  assert sols.gradient_steps_per_solution == 300 * (8 + k) / 8
+
+
+def test_retries_run_through_the_chunked_localization():
+  """With `parallel.localize_chunk` the first pass and the retries run in
+  chunks of 3 rows (padded, up to float rounding the same rows): the same
+  targets are rescued from the same starts, onto the level set, the
+  others stay stuck, and the work counts the same."""
+  model = _cubic_model(oversample=2.0, retries=1)
+  model.config.parallel.localize_chunk = 3
+  settings = solving.solve_settings(model.config.solve)
+  chunked = solving.solve(model, _CUBIC_SOLVER, _KEY, _TARGETS, 1, settings)
+  whole = _solve(oversample=2.0, retries=1)
+  solved = _solved(whole.surrogate_error[:, 0])
+  assert solved.any() and not solved.all()
+  np.testing.assert_array_equal(_solved(chunked.surrogate_error[:, 0]),
+                                solved)
+  np.testing.assert_array_equal(chunked.x_posterior, whole.x_posterior)
+  np.testing.assert_allclose(chunked.surrogate_error[~solved], 0.25,
+                             rtol=1e-3)
+  assert chunked.gradient_steps_per_solution == (
+      whole.gradient_steps_per_solution)
