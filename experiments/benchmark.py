@@ -654,9 +654,11 @@ def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   checkpoint.write_atomic(os.path.join(workdir, 'results.md'),
                       format_report(results, task_list).encode())
   if task_list:
-    data_rows = lambda t: max([r.get('data_rows', 0) for r in
-                               results['runs'] if r['task'] == t.name],
-                              default=0)
+    # The cached data set: the training rows plus the held-out targets.
+    data_rows = lambda t: max(
+        [r.get('train_rows', 0) for r in results['runs']
+         if r['task'] == t.name], default=0) + results['settings'][
+             'num_targets']
     figures = {f'solutions_{t.name}.png': solutions_figure(
         workdir, t, results['settings']['methods'], data_rows(t))
                for t in task_list}
