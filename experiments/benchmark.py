@@ -646,6 +646,14 @@ def solutions_figure(workdir: str, task: tasks.Task,
        for m, v in found.items()}, float(target[0]), title=title)
 
 
+def cached_data_rows(results: dict, task_name: str) -> int:
+  """Rows of the task's data set as the benchmark cached it: the training
+  rows of its runs plus the held-out protocol-A targets (0: no run)."""
+  rows = [r.get('train_rows', 0) for r in results['runs']
+          if r['task'] == task_name]
+  return max(rows) + results['settings']['num_targets'] if rows else 0
+
+
 def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   """results.json, results.md and time_to_solution.png (atomically)."""
   os.makedirs(workdir, exist_ok=True)
@@ -654,14 +662,9 @@ def write_outputs(workdir: str, results: dict, task_map: dict) -> None:
   checkpoint.write_atomic(os.path.join(workdir, 'results.md'),
                       format_report(results, task_list).encode())
   if task_list:
-    # The cached data set: the training rows plus the held-out targets.
-    data_rows = lambda t: max(
-        [r.get('train_rows', 0) for r in results['runs']
-         if r['task'] == t.name], default=0) + results['settings'][
-             'num_targets']
     figures = {f'solutions_{t.name}.png': solutions_figure(
-        workdir, t, results['settings']['methods'], data_rows(t))
-               for t in task_list}
+        workdir, t, results['settings']['methods'],
+        cached_data_rows(results, t.name)) for t in task_list}
     figures.update({'time_to_solution.png': time_figure(results, task_list),
                'r_t.png': curve_figure(results, task_list, 'r_t'),
                'steps_to_accuracy.png': curve_figure(results, task_list,

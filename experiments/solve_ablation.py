@@ -136,7 +136,8 @@ def forward_evaluations(run, model, target, num_solutions: int,
   not counted; 0 for a method that neither localizes nor ranks."""
   settings = run.method.solve_settings(model.config, solve_config)
   solver = solving.with_route(run.method.solver(model), model, settings,
-                              run.task.simulate)
+                              run.task.simulate, run.task.repair,
+                              run.task.feasible)
   plan = solving.make_plan(model, solver, [target], num_solutions, settings)
   if not plan.localize:
     return 0.0
@@ -170,7 +171,9 @@ def protocol_a_table(workdir, task_name, method_name, seeds, settings
       targets, key = held[seed]
       model = models[seed]
       solve_config = train.override_solve(model.config.solve, text)
-      sols = method.solve(model, key, targets, 1, solve_config=solve_config)
+      sols = method.solve(model, key, targets, 1, solve_config=solve_config,
+                          simulate=task.simulate, repair=task.repair,
+                          feasible=task.feasible)
       record = evaluation.evaluate_solutions(
           task, sols, posterior=method.draws_posterior)
       q.append(record['resimulation_error'])

@@ -441,7 +441,8 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
   """
   settings = run.method.solve_settings(model.config, solve_config)
   solver = solving.with_route(run.method.solver(model), model, settings,
-                              run.task.simulate)
+                              run.task.simulate, run.task.repair,
+                              run.task.feasible)
   plan = solving.make_plan(model, solver, y_target, num_solutions, settings)
   rows = plan.targets.shape[0] * plan.num_draw
   start = time.perf_counter()

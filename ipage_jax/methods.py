@@ -73,12 +73,16 @@ class Method(NamedTuple):
   def solve(self, model: model_lib.Model, key: jax.Array, y_target,
             num_solutions: int = 1000, sampler: Optional[str] = None, *,
             solve_config: Optional[Config] = None,
-            simulate: Optional[Callable] = None) -> solving.Solutions:
+            simulate: Optional[Callable] = None,
+            repair: Optional[Callable] = None,
+            feasible: Optional[Callable] = None) -> solving.Solutions:
     """Designs for (M,) or (T, M) targets (see `solving.solve`; `simulate`
-    is the task's simulator for `solve.forward='simulator'`)."""
+    is the task's simulator for `solve.forward='simulator'`, `repair` and
+    `feasible` its `Task.repair` and `Task.feasible` for `solve.repair`)."""
     settings = self.solve_settings(model.config, solve_config, sampler)
     return solving.solve(model, self.solver(model), key, y_target,
-                         num_solutions, settings, simulate=simulate)
+                         num_solutions, settings, simulate=simulate,
+                         repair=repair, feasible=feasible)
 
 
 def _ipage(name: str, localize: bool, description: str) -> Method:

@@ -139,6 +139,12 @@ def default_config() -> ml_collections.ConfigDict:
   # while they are localized (0: threshold only).
   c.solve.binarize = False
   c.solve.binarize_weight = 0.0
+  # Map every candidate (after binarize) to a design that can be made with
+  # the task's `repair` before ranking (architected: solid islands outside
+  # the largest periodic component turned void), and rank the ones outside
+  # the task's design space (`feasible`: architected porosity outside the
+  # data's 0.25-0.75) last; needs `repair=` (and `feasible=`) in solve.
+  c.solve.repair = False
   # iPage: draw N / posterior_keep latent vectors per target and keep the
   # N posterior samples whose inverse padding is smallest (1: all; needs an
   # INN wider than x; see `sample_posterior`). Other methods ignore it.
@@ -426,7 +432,9 @@ def solve(model: model_lib.Model, key: Array, y_target,
           learning_rate: Optional[float] = None,
           bounds: Optional[tuple[Any, Any]] = None,
           solve_config: Optional[ml_collections.ConfigDict] = None,
-          simulate: Optional[Callable[[Array], Array]] = None
+          simulate: Optional[Callable[[Array], Array]] = None,
+          repair: Optional[Callable[[Array], Array]] = None,
+          feasible: Optional[Callable[[Array], Array]] = None
           ) -> solving.Solutions:
   """Phases 2 and 3: many designs x with f_y(x) = y* for each target.
 
@@ -448,6 +456,8 @@ def solve(model: model_lib.Model, key: Array, y_target,
     simulate: the task's differentiable simulator (n, D) -> (n, M),
       original units, for `solve.forward='simulator'`: localization then
       descends the simulator instead of the surrogate f_y.
+    repair / feasible: the task's `repair` and `feasible`, for
+      `solve.repair`.
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
@@ -458,4 +468,5 @@ def solve(model: model_lib.Model, key: Array, y_target,
       localize_learning_rate=learning_rate,
       localize_final_learning_rate=learning_rate)
   return solving.solve(model, solver(model, localize), key, y_target,
-                       num_solutions, settings, bounds, simulate)
+                       num_solutions, settings, bounds, simulate, repair,
+                       feasible)

@@ -43,11 +43,15 @@ class Candidates(NamedTuple):
       `solve.accept_error`, standardized units) and inside the box.
     typicality: (T, n) latent norm, lower = more typical of the training
       data; None for a method without a latent.
+    feasible: (T, n) bool, inside the task's design space (`Task.feasible`);
+      `by_surrogate` puts the infeasible ones last (`accepted` already
+      excludes them); None: all feasible.
   """
   x: Array
   score: Array
   accepted: Array
   typicality: Optional[Array] = None
+  feasible: Optional[Array] = None
 
 
 Rule = Callable[[Candidates, int], Array]
@@ -68,8 +72,12 @@ def accepted(x: Array, err_std: Array, accept_error: float, lower: Array,
 
 
 def by_surrogate(candidates: Candidates, num_keep: int) -> Array:
-  """The `num_keep` lowest surrogate errors per target."""
-  return jnp.argsort(candidates.score, axis=1)[:, :num_keep]
+  """The `num_keep` lowest surrogate errors per target (the feasible
+  candidates first, when `candidates.feasible` says which)."""
+  if candidates.feasible is None:
+    return jnp.argsort(candidates.score, axis=1)[:, :num_keep]
+  return jnp.lexsort((candidates.score, ~candidates.feasible),
+                     axis=1)[:, :num_keep]
 
 
 def by_typicality(candidates: Candidates, num_keep: int) -> Array:

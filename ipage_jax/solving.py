@@ -61,6 +61,7 @@ class SolveSettings(NamedTuple):
   binarize_weight: float
   posterior_keep: float
   retries: int
+  repair: bool
 
 
 FORWARDS = ('surrogate', 'simulator')
@@ -98,6 +99,7 @@ _CHECKS = {
     'binarize_weight': (_non_negative, '>= 0'),
     'posterior_keep': (lambda v: _positive(v) and v <= 1, 'in (0, 1]'),
     'retries': (lambda v: _is_int(v) and v >= 0, 'an integer >= 0'),
+    'repair': (lambda v: isinstance(v, (bool, np.bool_)), 'True or False'),
 }
 
 
@@ -159,17 +161,30 @@ def simulator_forward(model: model_lib.Model,
 
 def with_route(solver: 'Solver', model: model_lib.Model,
                settings: SolveSettings,
-               simulate: Optional[Callable[[Array], Array]]) -> 'Solver':
-  """The solver whose forward model is the one `settings.forward` names.
+               simulate: Optional[Callable[[Array], Array]],
+               repair: Optional[Callable[[Array], Array]] = None,
+               feasible: Optional[Callable[[Array], Array]] = None
+               ) -> 'Solver':
+  """The solver the settings ask for: its forward model and its repair.
 
-  'surrogate': the method's own (a learned model); 'simulator': the
-  differentiable true simulator `simulate`, which localization then
-  descends and ranking scores directly (every Adam step simulates every
-  candidate once, with its gradient).
+  `settings.forward`: 'surrogate' keeps the method's own forward model (a
+  learned one); 'simulator' puts the differentiable true simulator
+  `simulate` in its place, which localization then descends and ranking
+  scores directly (every Adam step simulates every candidate once, with its
+  gradient). `settings.repair`: the task's `repair` (original units) maps
+  every candidate to a design that can be made before it is ranked, and
+  its `feasible` (if given) ranks the designs outside its design space
+  last.
 
   Raises:
-    ValueError: 'simulator' without a `simulate` function.
+    ValueError: 'simulator' without a `simulate` function, or `repair`
+      asked for without a `repair` function.
   """
+  if settings.repair:
+    if repair is None:
+      raise ValueError('solve.repair=True needs the task\'s repair function '
+                       '(repair=...); this task has none')
+    solver = solver._replace(repair=repair, feasible=feasible)
   if settings.forward == 'surrogate':
     return solver
   if simulate is None:
@@ -191,11 +206,19 @@ class Solver(NamedTuple):
       of the training data (`solve.rank_by='typicality'`); None: no latent.
     localize: run localization and keep the best of the oversampled
       candidates; False returns N candidates as drawn.
+    repair: `(n, D) -> (n, D)` designs in original units to ones that can
+      be made, applied to every candidate (after `solve.binarize`) before
+      it is ranked; None: designs as they are (see `with_route`).
+    feasible: `(n, D) designs in original units -> (n,) bool`, inside the
+      task's design space; ranking keeps the infeasible candidates last.
+      None: every design is feasible.
   """
   draw: Draw
   forward: Optional[Forward]
   typicality: Optional[Callable[[Array], Array]] = None
   localize: bool = True
+  repair: Optional[Callable[[Array], Array]] = None
+  feasible: Optional[Callable[[Array], Array]] = None
 
 
 class Solutions(NamedTuple):
@@ -345,6 +368,18 @@ def _binarize(plan: Plan, x: Array) -> Array:
   return jnp.where(x >= 0.5 * (lo + hi), hi, lo)
 
 
+def _finish(model: model_lib.Model, solver: Solver, plan: Plan, x: Array
+            ) -> Array:
+  """The designs x (..., D) standardized as they would be made:
+  `solve.binarize`, then the solver's `repair`."""
+  x = _binarize(plan, x)
+  if solver.repair is None:
+    return x
+  flat = x.reshape(-1, x.shape[-1])
+  fixed = solver.repair(model.x_scaler.inverse(flat))
+  return model.x_scaler.forward(fixed).reshape(x.shape)
+
+
 def draw_candidates(solver: Solver, key: Array, plan: Plan) -> Array:
   """Phase 2: (T, num_draw, D) standardized candidates."""
   return _project(plan, solver.draw(key, plan.targets_std, plan.num_draw,
@@ -414,8 +449,8 @@ def select_solutions(model: model_lib.Model, solver: Solver, plan: Plan,
   """Ranks the candidates (`ranking`), keeps N per target, packs them."""
   num_targets, num_draw = plan.targets.shape[0], plan.num_draw
   d = x_draw.shape[-1]
-  flat_x = _binarize(plan, moved.x)
-  x_draw = _binarize(plan, x_draw)
+  flat_x = _finish(model, solver, plan, moved.x)
+  x_draw = _finish(model, solver, plan, x_draw)
   repeat_targets = jnp.repeat(jnp.asarray(plan.targets), num_draw, 0)
   if solver.forward is None:
     y_sur = jnp.full(repeat_targets.shape, jnp.nan)
@@ -448,14 +483,20 @@ def _rank(model: model_lib.Model, solver: Solver, plan: Plan, flat_x: Array,
   shape = (plan.targets.shape[0], plan.num_draw)
   s = plan.settings
   rank_by = s.rank_by if plan.localize else 'surrogate'  # drawn: as is
+  feasible = None
+  if solver.feasible is not None:
+    feasible = solver.feasible(model.x_scaler.inverse(flat_x))
   if rank_by == 'surrogate':
     return ranking.by_surrogate(ranking.Candidates(
         flat_x.reshape(shape + flat_x.shape[-1:]), err.reshape(shape),
-        None), plan.num_solutions)
+        None, feasible=None if feasible is None else feasible.reshape(shape)),
+        plan.num_solutions)
   flat_t = jnp.repeat(plan.targets_std, plan.num_draw, axis=0)
   err_std = jnp.sum(jnp.square(model.y_scaler.forward(y_sur) - flat_t), -1)
   accepted = ranking.accepted(flat_x, err_std, s.accept_error, plan.lower,
                               plan.upper)
+  if feasible is not None:
+    accepted = accepted & feasible
   typicality = None
   if rank_by == 'typicality' and solver.typicality is not None:
     typicality = solver.typicality(flat_x).reshape(shape)
@@ -548,7 +589,9 @@ def _error_std(model: model_lib.Model, plan: Plan, y_sur: np.ndarray
 def solve(model: model_lib.Model, solver: Solver, key: Array, y_target,
           num_solutions: int, settings: SolveSettings,
           bounds: Optional[tuple[Any, Any]] = None,
-          simulate: Optional[Callable[[Array], Array]] = None) -> Solutions:
+          simulate: Optional[Callable[[Array], Array]] = None,
+          repair: Optional[Callable[[Array], Array]] = None,
+          feasible: Optional[Callable[[Array], Array]] = None) -> Solutions:
   """Designs for (M,) or (T, M) targets: draw, localize, keep the best,
   then retry the targets whose solutions missed (`retry_failures`).
 
@@ -565,13 +608,18 @@ def solve(model: model_lib.Model, solver: Solver, key: Array, y_target,
 
     simulate: the task's differentiable simulator, (n, D) -> (n, M) in
       original units; used (and required) with `solve.forward='simulator'`.
+    repair: the task's `repair`, (n, D) -> (n, D) in original units; used
+      (and required) with `solve.repair`.
+    feasible: the task's `feasible`, (n, D) original units -> (n,) bool;
+      with `solve.repair` the infeasible candidates are ranked last.
 
   Returns:
     Solutions; leading shape (N,) for an (M,) target, (T, N) for (T, M).
     With `solve.binarize` both `x` and `x_posterior` are binary designs
-    (each coordinate on a face of the box) and are ranked as such.
+    (each coordinate on a face of the box), with `solve.repair` repaired
+    designs, and are ranked as such.
   """
-  solver = with_route(solver, model, settings, simulate)
+  solver = with_route(solver, model, settings, simulate, repair, feasible)
   plan = make_plan(model, solver, y_target, num_solutions, settings, bounds)
   x_draw = draw_candidates(solver, key, plan)
   moved = localize_candidates(solver, plan, x_draw)

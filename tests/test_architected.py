@@ -346,3 +346,44 @@ def test_design_stats_of_known_cells():
   # solid binarized grey cell; not the squares (50 %) or the checkerboard.
   assert stats['connected'] == 0.5
   assert tasks.get('architected').design_stats is arch.design_stats
+
+
+def test_remove_islands_keeps_the_largest_periodic_component():
+  """Against the scipy union-find of `solid_connectivity` (a separate
+  implementation): after the repair every cell with solid is one periodic
+  component, it is the original's largest (the kept share of the solid is
+  that component's share), and only solid pixels were cleared."""
+  x = np.zeros((3, arch.SIZE, arch.SIZE), np.float32)
+  x[0, :, 0] = 0.8                      # 32 pixels, joined across the edge
+  x[0, :, -1] = 0.9
+  x[0, 10:13, 10:13] = 1.0              # a 9-pixel island: cleared
+  x[1, 5:7, 5:7] = 1.0                  # 4 pixels against 9: cleared
+  x[1, 20:23, 20:23] = 0.6
+  x[2] = 0.3                            # no solid: unchanged
+  hand = np.asarray(arch.remove_islands(x.reshape(3, -1))).reshape(x.shape)
+  expected = x.copy()
+  expected[0, 10:13, 10:13] = 0.0
+  expected[1, 5:7, 5:7] = 0.0
+  np.testing.assert_array_equal(hand, expected)
+  # Random binary cells near the percolation threshold: many components of
+  # every size, many of them wrapping around the periodic edges.
+  rng = np.random.default_rng(0)
+  cells = (rng.random((16, arch.X_DIM)) < 0.55).astype(np.float32)
+  fixed = np.asarray(arch.remove_islands(cells))
+  assert np.all((fixed == cells) | (fixed == 0.0))
+  np.testing.assert_array_equal(arch.solid_connectivity(fixed), 1.0)
+  np.testing.assert_array_equal(
+      fixed.sum(1), np.round(arch.solid_connectivity(cells) * cells.sum(1)))
+  np.testing.assert_array_equal(np.asarray(arch.remove_islands(fixed)), fixed)
+  assert tasks.get('architected').repair is arch.remove_islands
+
+
+def test_porosity_range_is_the_design_space():
+  x = np.zeros((4, arch.X_DIM), np.float32)
+  x[0, :256] = 1.0                       # porosity 0.75: inside (edge)
+  x[1, :255] = 1.0                       # 0.751: outside
+  x[2, :768] = 0.5                       # 0.25 (0.5 counts as solid)
+  x[3, :] = 1.0                          # 0: outside
+  np.testing.assert_array_equal(np.asarray(arch.in_porosity_range(x)),
+                                [True, False, True, False])
+  assert tasks.get('architected').feasible is arch.in_porosity_range

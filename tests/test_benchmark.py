@@ -549,3 +549,13 @@ def test_architected_solutions_figure_shows_the_nearest_data_cells(tmp_path):
   # Without the cache the panel has the method's row only.
   assert len(benchmark.solutions_figure(workdir, task, ['ipage'],
                                         data_rows=0).axes) == 3
+
+
+def test_cached_data_rows_are_training_rows_plus_heldout_targets():
+  results = {'settings': {'num_targets': 100},
+             'runs': [{'task': 'architected', 'train_rows': 19_900},
+                      {'task': 'architected', 'train_rows': 19_900},
+                      {'task': 'sinewave', 'train_rows': 9_000}]}
+  assert benchmark.cached_data_rows(results, 'architected') == 20_000
+  assert benchmark.cached_data_rows(results, 'sinewave') == 9_100
+  assert benchmark.cached_data_rows(results, 'robot_arm') == 0

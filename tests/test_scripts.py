@@ -52,7 +52,7 @@ def test_architected_config_builds_an_image_inn_with_binary_solutions():
   assert (inn.image_shape, inn.x_dim, inn.y_dim, inn.z_dim) == (
       (32, 32, 1), 1024, 1, 1023)
   assert c.train.loop == 'host' and c.train.objective == 'ml'
-  assert c.solve.clip_to_box and c.solve.binarize
+  assert c.solve.clip_to_box and c.solve.binarize and c.solve.repair
 
 
 def test_trajectory_starts_with_the_throw_and_lands_on_the_target():

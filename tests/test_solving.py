@@ -89,6 +89,15 @@ def test_the_registry_holds_one_rule_per_name():
                                 ranking.by_surrogate(plain, 2))
   with pytest.raises(ValueError, match='rank_by must be one of'):
     ranking.get('closest')
+  # Infeasible candidates go last, in score order among themselves.
+  feasible = jnp.asarray([[False, True, True, False],
+                          [False, False, False, False]])
+  ranked = ranking.by_surrogate(c._replace(feasible=feasible), 4)
+  by_score = np.argsort(np.asarray(c.score), 1)
+  np.testing.assert_array_equal(ranked[1], by_score[1])
+  assert set(np.asarray(ranked[0, :2]).tolist()) == {1, 2}
+  assert np.asarray(ranked[0, 2:]).tolist() == [
+      i for i in by_score[0].tolist() if i in (0, 3)]
 
 
 def test_accepted_needs_the_level_set_and_the_box():

@@ -40,10 +40,13 @@ def get_config():
   c.train.final_learning_rate = 1e-5
   c.train.loop = 'host'           # XLA:CPU convolutions are slow in loops
   c.train.augment = False
-  # Solutions are binary cells: localize clipped posterior samples, snap
-  # them to solid / void, keep the best of 10 by the surrogate.
+  # Solutions are binary cells: clipped posterior samples snapped to solid /
+  # void, their solid islands outside the largest periodic component
+  # removed (`architected.remove_islands`), the best of 10 kept by the
+  # surrogate.
   c.solve.clip_to_box = True
   c.solve.binarize = True
+  c.solve.repair = True
   c.solve.oversample = 10.0
   c.solve.localize_steps = 0
   c.solve.localize_learning_rate = 1e-3

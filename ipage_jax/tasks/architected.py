@@ -284,6 +284,82 @@ def solid_connectivity(x) -> np.ndarray:
   return out.reshape(np.shape(x)[:-1])
 
 
+def _solid_labels(solid: jax.Array) -> jax.Array:
+  """`(n, s, s)` int32 periodic 4-neighbour component labels of `solid`.
+
+  Each solid pixel gets the smallest flat index of its component; void
+  pixels get s * s. Labels start at the pixel's own index and shrink by a
+  min over the four periodic neighbours (within the solid) and by pointer
+  jumping (a pixel takes its label's label), until nothing changes; both
+  keep every label an index of a pixel of the same component.
+  """
+  n, size = solid.shape[0], solid.shape[1]
+  void = size * size
+  own = jnp.arange(void, dtype=jnp.int32).reshape(size, size)
+  start = jnp.where(solid, own, void)
+
+  def sweep(labels):
+    low = labels
+    for axis in (1, 2):
+      for shift in (1, -1):
+        low = jnp.minimum(low, jnp.roll(labels, shift, axis))
+    low = jnp.where(solid, low, void).reshape(n, void)
+    padded = jnp.concatenate([low, jnp.full((n, 1), void, low.dtype)], 1)
+    return jnp.take_along_axis(padded, low, 1).reshape(n, size, size)
+
+  def body(state):
+    labels, _ = state
+    new = sweep(labels)
+    return new, jnp.any(new != labels)
+
+  return jax.lax.while_loop(lambda state: state[1], body,
+                            (start, jnp.array(True)))[0]
+
+
+@jax.jit
+def remove_islands(x: jax.Array) -> jax.Array:
+  """The cells with only their largest periodic solid component left.
+
+  Solid pixels (x >= 0.5) outside the largest 4-neighbour component of the
+  periodic cell (components may wrap around) become void (0): a solid
+  island floating in void cannot be made and carries no load. Ties go to
+  the component holding the lowest pixel index. `solve.repair` applies it
+  to the binarized candidates of the architected task before they are
+  ranked. Jittable, runs on any device.
+
+  Args:
+    x: `(..., 1024)` densities, row-major cells.
+
+  Returns:
+    `(..., 1024)` x with the islands' pixels set to 0.
+  """
+  x = base.check_designs(x, X_DIM)
+  cells = x.reshape(-1, SIZE, SIZE)
+  solid = cells >= THRESHOLD
+  labels = _solid_labels(solid).reshape(len(cells), X_DIM)
+  sizes = jax.vmap(lambda row: jnp.bincount(row, length=X_DIM + 1))(labels)
+  largest = jnp.argmax(sizes[:, :X_DIM], axis=1)
+  island = solid.reshape(labels.shape) & (labels != largest[:, None])
+  return jnp.where(island, 0.0, cells.reshape(labels.shape)).astype(
+      x.dtype).reshape(x.shape)
+
+
+@jax.jit
+def in_porosity_range(x: jax.Array) -> jax.Array:
+  """`(...,)` bool: the binarized cell's porosity within POROSITY_RANGE.
+
+  The data's cells are drawn with porosities in that range, so a design
+  outside it lies outside the design space the data describe.
+
+  Args:
+    x: `(..., 1024)` densities, row-major cells.
+  """
+  x = base.check_designs(x, X_DIM)
+  porosity_of = 1.0 - jnp.mean((x >= THRESHOLD).astype(jnp.float32), -1)
+  lo, hi = POROSITY_RANGE
+  return (porosity_of >= lo) & (porosity_of <= hi)
+
+
 # A cell is "connected" when its largest periodic solid component holds at
 # least this share of the solid; a pixel is "binary" within BINARY_TOL of 0
 # or 1.
@@ -453,4 +529,6 @@ def task() -> base.Task:
       augment=augment,
       extra_targets=tuple(t.copy() for t in EXTRA_TARGETS),
       design_stats=design_stats,
+      repair=remove_islands,
+      feasible=in_porosity_range,
   )

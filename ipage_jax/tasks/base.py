@@ -49,6 +49,15 @@ class Task:
       designs that say whether they can be made (architected: binary
       pixels, porosity, periodic connectivity of the solid); None when the
       task has none.
+    repair: `(n, D) -> (n, D)` designs in original units to the nearest ones
+      that can be made (architected: solid islands outside the cell's largest
+      periodic solid component turned void), jittable; `solve.repair` applies
+      it to the candidates before they are ranked; None when the task has
+      none.
+    feasible: `(n, D) designs in original units -> (n,) bool`, inside the
+      task's design space beyond its box (architected: porosity in the
+      generator's range), jittable; with `solve.repair` ranking keeps the
+      infeasible candidates last; None: every design in the box is.
   """
 
   name: str
@@ -69,6 +78,8 @@ class Task:
   mode_index: Optional[Callable[[jax.Array], jax.Array]] = None
   num_modes: int = 0
   design_stats: Optional[Callable[[np.ndarray], dict]] = None
+  repair: Optional[Callable[[jax.Array], jax.Array]] = None
+  feasible: Optional[Callable[[jax.Array], jax.Array]] = None
 
   @property
   def bounds(self) -> tuple[np.ndarray, np.ndarray]:
