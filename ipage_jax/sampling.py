@@ -315,7 +315,12 @@ def maximin_lhs(
       (default grows with d, 16 to 64); larger focuses on the closest pair.
     jitter: move points uniformly inside their strata after optimizing.
       False (default) keeps the centered lattice `(i + 0.5) / n`, which has
-      the larger minimum distance (and is optimal for d = 1).
+      the larger minimum distance (and is optimal for d = 1). For n = 1
+      the points are always jittered: the centered design of one point is
+      the cube's center for every key (after `to_normal`, the latent mode
+      z = 0 for every target when one sample is drawn per target), while
+      any point is a Latin design of size 1; so it is a uniform draw, as
+      from `lhs`.
     dtype: float dtype of the result (default: JAX's default float).
 
   Returns:
@@ -346,8 +351,9 @@ def maximin_lhs(
         'points or candidates, or lhs'
     )
   num_chunks = -(-num_steps // chunk)
+  jitter = bool(jitter) or n == 1   # see `jitter` above
   return _maximin_lhs(
-      key, n, d, num_candidates, num_chunks, chunk, q, bool(jitter),
+      key, n, d, num_candidates, num_chunks, chunk, q, jitter,
       _float_dtype(dtype),
   )
 

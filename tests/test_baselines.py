@@ -12,6 +12,7 @@ from ipage_jax import baselines
 from ipage_jax import localization
 from ipage_jax import methods
 from ipage_jax import pipeline
+from ipage_jax.baselines import cinn
 from ipage_jax.baselines import common
 from ipage_jax.baselines import cvae
 from ipage_jax.baselines import mdn
@@ -319,6 +320,20 @@ def test_method_sections_override_and_reject_unknown_settings():
   config.mdn = ml_collections.ConfigDict({'train': {'epoch': 2}})
   with pytest.raises(ValueError, match="unknown train setting 'epoch'"):
     common.section(config, common.method_config(spec, config), 'train')
+
+
+def test_cinn_spline_settings_reach_the_network():
+  config = _tiny_config()
+  config.cinn = ml_collections.ConfigDict(
+      {'coupling': 'spline', 'num_bins': 5, 'spline_bound': 4.0,
+       'hidden': 7, 'num_blocks': 3})
+  net, cfg = common.build(cinn.SPEC, config, 2, 1)
+  assert (net.coupling, net.num_bins, net.spline_bound) == ('spline', 5, 4.0)
+  # x of 2 columns: each block's one subnet maps [x1, y] (2) through two
+  # hidden layers of 7 to the 3 K + 1 knot parameters of x2's spline.
+  h, k = 7, 5
+  per_block = (2 * h + h) + (h * h + h) + (h * (3 * k + 1) + 3 * k + 1)
+  assert common.count_params(cinn.SPEC, cfg, 2, 1, h) == 3 * per_block
 
 
 def test_bad_input_is_refused(fitted):

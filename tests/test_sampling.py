@@ -162,6 +162,26 @@ def test_tiny_sizes(name):
                                rtol=2 * EPS64)
 
 
+def test_one_point_maximin_lhs_is_a_uniform_draw():
+  """n = 1 (one design per target, protocol A): the centered lattice would
+  put every key's point at the cube's center, i.e. every target's latent at
+  the mode z = 0; the one point is uniform instead."""
+  keys = jax.random.split(KEY, 400)
+  u = np.asarray(jax.vmap(lambda k: sampling.maximin_lhs(k, 1, 3))(keys))
+  assert u.shape == (400, 1, 3)
+  for j in range(3):
+    assert stats.kstest(u[:, 0, j], 'uniform').pvalue > 1e-3
+  # The per-target latent vectors the generative baselines decode.
+  z = np.asarray(sampling.sample_latent_per_target(KEY, 400, 1, 2,
+                                                   'maximin_lhs'))
+  for j in range(2):
+    assert stats.kstest(z[:, 0, j], 'norm').pvalue > 1e-3
+  # n >= 2 keeps the centered lattice.
+  np.testing.assert_array_equal(
+      np.sort(np.asarray(sampling.maximin_lhs(KEY, 4, 2)), 0),
+      np.repeat(((np.arange(4) + 0.5) / 4)[:, None], 2, 1))
+
+
 def test_srs_is_uniform_in_the_open_cube():
   x = np.asarray(sampling.srs(KEY, 4000, 2), np.float64)
   assert x.shape == (4000, 2) and np.all(x > 0) and np.all(x < 1)

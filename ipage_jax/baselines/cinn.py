@@ -36,6 +36,8 @@ def default_config(config: ml_collections.ConfigDict
   c.activation = m.activation
   c.coupling = m.coupling
   c.clamp = m.clamp
+  c.num_bins = 8        # coupling='spline': segments per spline
+  c.spline_bound = 3.0  # coupling='spline': half-width of its interval
   c.x_noise = 0.01      # std of noise on x in training (dequantization)
   c.y_noise = 0.0       # std of noise on the condition in training
   return c
@@ -45,7 +47,7 @@ def build(cfg, x_dim: int, y_dim: int, hidden: int) -> flows.INN:
   return flows.conditional_inn(
       x_dim, y_dim, num_blocks=cfg.num_blocks, hidden=hidden,
       depth=cfg.depth, activation=cfg.activation, coupling=cfg.coupling,
-      clamp=cfg.clamp)
+      clamp=cfg.clamp, num_bins=cfg.num_bins, spline_bound=cfg.spline_bound)
 
 
 def init(net: flows.INN, key: Array):
