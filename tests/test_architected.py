@@ -376,6 +376,15 @@ def test_remove_islands_keeps_the_largest_periodic_component():
       fixed.sum(1), np.round(arch.solid_connectivity(cells) * cells.sum(1)))
   np.testing.assert_array_equal(np.asarray(arch.remove_islands(fixed)), fixed)
   assert tasks.get('architected').repair is arch.remove_islands
+  # Any square cell size (the notebook's quick 16 x 16 cells); not others.
+  small = np.zeros((1, 16, 16), np.float32)
+  small[0, 0] = 1.0                     # a row, joined across the edge
+  small[0, 8, 8] = 1.0                  # a one-pixel island
+  kept = np.asarray(arch.remove_islands(small.reshape(1, -1)))
+  np.testing.assert_array_equal(kept.reshape(16, 16)[0], 1.0)
+  assert kept.sum() == 16
+  with pytest.raises(ValueError, match='square'):
+    arch.remove_islands(np.zeros((2, 10), np.float32))
 
 
 def test_porosity_range_is_the_design_space():

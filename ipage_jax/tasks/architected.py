@@ -284,6 +284,14 @@ def solid_connectivity(x) -> np.ndarray:
   return out.reshape(np.shape(x)[:-1])
 
 
+def _square_cells(x) -> jax.Array:
+  """x `(..., s * s)` as a float array; refuses rows that are not square."""
+  x = jnp.asarray(x)
+  if x.ndim < 1 or math.isqrt(x.shape[-1]) ** 2 != x.shape[-1]:
+    raise ValueError(f'cells must be square: got x of shape {x.shape}')
+  return base.check_designs(x, x.shape[-1])
+
+
 def _solid_labels(solid: jax.Array) -> jax.Array:
   """`(n, s, s)` int32 periodic 4-neighbour component labels of `solid`.
 
@@ -328,17 +336,20 @@ def remove_islands(x: jax.Array) -> jax.Array:
   ranked. Jittable, runs on any device.
 
   Args:
-    x: `(..., 1024)` densities, row-major cells.
+    x: `(..., s * s)` densities, row-major s x s cells (any s; the task's
+      are 32 x 32).
 
   Returns:
-    `(..., 1024)` x with the islands' pixels set to 0.
+    `(..., s * s)` x with the islands' pixels set to 0.
   """
-  x = base.check_designs(x, X_DIM)
-  cells = x.reshape(-1, SIZE, SIZE)
+  x = _square_cells(x)
+  d = x.shape[-1]
+  size = math.isqrt(d)
+  cells = x.reshape(-1, size, size)
   solid = cells >= THRESHOLD
-  labels = _solid_labels(solid).reshape(len(cells), X_DIM)
-  sizes = jax.vmap(lambda row: jnp.bincount(row, length=X_DIM + 1))(labels)
-  largest = jnp.argmax(sizes[:, :X_DIM], axis=1)
+  labels = _solid_labels(solid).reshape(len(cells), d)
+  sizes = jax.vmap(lambda row: jnp.bincount(row, length=d + 1))(labels)
+  largest = jnp.argmax(sizes[:, :d], axis=1)
   island = solid.reshape(labels.shape) & (labels != largest[:, None])
   return jnp.where(island, 0.0, cells.reshape(labels.shape)).astype(
       x.dtype).reshape(x.shape)
@@ -352,9 +363,9 @@ def in_porosity_range(x: jax.Array) -> jax.Array:
   outside it lies outside the design space the data describe.
 
   Args:
-    x: `(..., 1024)` densities, row-major cells.
+    x: `(..., s * s)` densities, row-major s x s cells (any s).
   """
-  x = base.check_designs(x, X_DIM)
+  x = _square_cells(x)
   porosity_of = 1.0 - jnp.mean((x >= THRESHOLD).astype(jnp.float32), -1)
   lo, hi = POROSITY_RANGE
   return (porosity_of >= lo) & (porosity_of <= hi)
