@@ -129,7 +129,8 @@ def main(argv):
     logging.info('%s: %d x %d posterior samples', label, len(y),
                  _SAMPLES.value)
     sols = method.solve(model, key, y, _SAMPLES.value, _SAMPLER.value,
-                        solve_config=solve_config)
+                        solve_config=solve_config, simulate=task.simulate,
+                        repair=task.repair, feasible=task.feasible)
     posteriors[label] = np.asarray(sols.x_posterior)
   if _EXACT_TOL.value > 0:
     logging.info('rejection reference, tol %g', _EXACT_TOL.value)
