@@ -152,11 +152,12 @@ def default_config() -> ml_collections.ConfigDict:
   # Rounds of retries after the first pass (0: none). A kept solution that
   # misses the level set (surrogate error above accept_error, standardized
   # y units: e.g. every candidate of its target stalled at a local minimum
-  # of the surrogate, seen without a simulator) is solved again from fresh
-  # candidates, and the new solution replaces it if its surrogate error is
-  # lower (`solving.retry_failures`). A round draws and localizes only the
-  # replacements of the failing solutions (oversampled as the first pass);
-  # gradient_steps_per_solution counts them.
+  # of the surrogate, seen without a simulator) or, with `repair`, lies
+  # outside the task's design space is solved again from fresh candidates,
+  # and the new solution replaces it if it is better (feasible first, then
+  # a lower surrogate error; `solving.retry_failures`). A round draws and
+  # localizes only the replacements of the failing solutions (oversampled
+  # as the first pass); gradient_steps_per_solution counts them.
   c.solve.retries = 0
 
   # Several devices (BUILD.md): data-parallel training (the batch is split

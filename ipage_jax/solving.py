@@ -513,16 +513,19 @@ def retry_failures(model: model_lib.Model, solver: Solver, key: Array,
   """`solve.retries` rounds for the targets whose solutions missed.
 
   A kept solution fails when its surrogate error in standardized y units
-  exceeds `solve.accept_error`: all the candidates of a target can stall
-  at a local minimum of the surrogate, which the surrogate alone shows.
-  Round r (1, 2, ...) solves again, with the key `fold_in(key, r)`, the
-  targets with a failing solution only, for K solutions each, K the most
-  failing solutions of a target (candidates drawn as for K solutions:
-  oversampling, diversity pool), localized and ranked as in the first
-  pass; a failing solution is replaced by a new one of lower standardized
-  error (the worst failing one meets the best new one, and so on). The
-  other solutions stay as they were, bit for bit. Methods that do not
-  localize get `sols` back.
+  exceeds `solve.accept_error` (all the candidates of a target can stall
+  at a local minimum of the surrogate, which the surrogate alone shows),
+  or when it lies outside the task's design space (`solver.feasible`; all
+  the candidates of a target can be infeasible, e.g. architected cells
+  outside the data's porosity range after the repair). Round r (1, 2, ...)
+  solves again, with the key `fold_in(key, r)`, the targets with a failing
+  solution only, for K solutions each, K the most failing solutions of a
+  target (candidates drawn as for K solutions: oversampling, diversity
+  pool), localized and ranked as in the first pass; a failing solution is
+  replaced by a better new one: feasible before infeasible, then of lower
+  standardized error (the worst failing one meets the best new one, and
+  so on). The other solutions stay as they were, bit for bit. Methods that
+  do not localize get `sols` back.
 
   Args:
     model, solver, plan: as for `select_solutions`.
@@ -545,7 +548,8 @@ def retry_failures(model: model_lib.Model, solver: Solver, key: Array,
   steps = sols.gradient_steps_per_solution
   for r in range(1, plan.settings.retries + 1):
     err = _error_std(model, plan, arrays['y_surrogate'])
-    failing = err > plan.settings.accept_error
+    infeasible = ~_feasible(solver, arrays['x'])
+    failing = (err > plan.settings.accept_error) | infeasible
     rows = np.flatnonzero(failing.any(1))
     if rows.size == 0:
       break
@@ -558,13 +562,18 @@ def retry_failures(model: model_lib.Model, solver: Solver, key: Array,
     moved = localize_candidates(solver, sub, x_draw, progress)
     new = select_solutions(model, solver, sub, x_draw, moved)
     new_err = _error_std(model, sub, new.y_surrogate)  # (F, K)
-    # Slots: a target's failing ones worst first, its new ones best first.
-    old_order = np.argsort(np.where(failing[rows], -err[rows], np.inf), 1,
-                           kind='stable')[:, :k]
-    new_order = np.argsort(new_err, 1, kind='stable')
+    new_infeasible = ~_feasible(solver, new.x)
+    # Slots: a target's failing ones worst first (infeasible, then by
+    # error), its new ones best first.
+    old_order = np.lexsort((-err[rows], ~infeasible[rows],
+                            ~failing[rows]))[:, :k]
+    new_order = np.lexsort((new_err, new_infeasible))
     take = lambda a, order: np.take_along_axis(a, order, 1)
+    old_inf, new_inf = take(infeasible[rows], old_order), take(
+        new_infeasible, new_order)
     better = take(failing[rows], old_order) & (
-        take(new_err, new_order) < take(err[rows], old_order))
+        (new_inf < old_inf) | ((new_inf == old_inf) & (
+            take(new_err, new_order) < take(err[rows], old_order))))
     i, j = np.nonzero(better)
     for name in names:
       arrays[name][rows[i], old_order[i, j]] = np.asarray(
@@ -574,6 +583,15 @@ def retry_failures(model: model_lib.Model, solver: Solver, key: Array,
       gradient_steps_per_solution=steps,
       **{name: arrays[name].reshape(getattr(sols, name).shape)
          for name in names})
+
+
+def _feasible(solver: Solver, x: np.ndarray) -> np.ndarray:
+  """(T, N) bool: the designs x (T, N, D), original units, inside the
+  task's design space (`solver.feasible`; all True without one)."""
+  if solver.feasible is None:
+    return np.ones(x.shape[:-1], bool)
+  flat = jnp.asarray(x.reshape(-1, x.shape[-1]))
+  return np.asarray(solver.feasible(flat)).reshape(x.shape[:-1])
 
 
 def _error_std(model: model_lib.Model, plan: Plan, y_sur: np.ndarray

@@ -237,6 +237,15 @@ def _solved(err):
   return err <= 1e-4  # the default accept_error (standardized = original)
 
 
+def _assert_at_root(x):
+  """x (n, 1) on the level set |f(x) - 2.5| <= 1e-2 of the root x*, so
+  |x - x*| <= 1e-2 / f'(x*) to first order, f'(x*) = 3 x*^2 - 3 ~ 9.65."""
+  roots = np.roots([1.0, 0.0, -3.0, -2.5])
+  x_star = roots[np.argmin(np.abs(roots.imag))].real
+  np.testing.assert_allclose(x, np.full_like(x, x_star),
+                             atol=1.1e-2 / (3 * x_star ** 2 - 3))
+
+
 def test_a_retry_rescues_the_stuck_targets_only():
   """Targets with both starts left of 1 stall at -1 (error 0.25); one
   retry draws two new starts for them (key fold_in(key, 1)) and keeps
@@ -260,12 +269,7 @@ def test_a_retry_rescues_the_stuck_targets_only():
   assert rescued.any() and not rescued.all()  # both cases occur
   err = retried.surrogate_error[failing, 0]
   assert np.all(_solved(err[rescued]))
-  # On the level set |f(x) - 2.5| <= 1e-2, so |x - x*| <= 1e-2 / f'(x*)
-  # to first order, f'(x*) = 3 x*^2 - 3 ~ 9.65.
-  roots = np.roots([1.0, 0.0, -3.0, -2.5])
-  x_star = roots[np.argmin(np.abs(roots.imag))].real
-  np.testing.assert_allclose(retried.x[failing][rescued, 0], x_star,
-                             atol=1.1e-2 / (3 * x_star ** 2 - 3))
+  _assert_at_root(retried.x[failing][rescued, 0])
   # The replacement's posterior sample is the new start it came from.
   post = retried.x_posterior[failing][rescued, 0, 0]
   assert np.all(np.any(post[:, None] == new[rescued], 1))
@@ -340,6 +344,58 @@ def test_retries_resolve_only_the_failing_solutions_of_a_target():
   assert 0 < np.sum(new > 1.0) < k
   assert np.sum(_solved(sols.surrogate_error)) == 8 - k + np.sum(new > 1.0)
   assert sols.gradient_steps_per_solution == 300 * (8 + k) / 8
+
+
+def test_retries_replace_the_solutions_outside_the_design_space():
+  """Design space x > 0 (`Solver.feasible`), accept_error 1 (the stalled
+  error 0.25 passes): a target whose two starts both stalled at -1 keeps
+  an infeasible solution, which fails; a retry replaces it by x* where a
+  new start lies right of 1, and leaves the other targets bit for bit."""
+  solver = _CUBIC_SOLVER._replace(feasible=lambda x: x[:, 0] > 0.0)
+  first = _solve(oversample=2.0, accept_error=1.0, solver=solver)
+  starts = np.asarray(_uniform_draw(_KEY, _TARGETS, 2, None))[..., 0]
+  stalled = np.all(starts < 1.0, 1)
+  assert 0 < stalled.sum() < len(stalled)
+  # Ranking keeps a feasible candidate where there is one.
+  np.testing.assert_array_equal(first.x[:, 0, 0] > 0, ~stalled)
+  # Without a design space no solution fails at accept_error 1.
+  plain = _solve(oversample=2.0, accept_error=1.0, retries=1)
+  assert plain.gradient_steps_per_solution == 600
+  retried = _solve(oversample=2.0, accept_error=1.0, retries=1,
+                   solver=solver)
+  _assert_same(retried, first, ~stalled)
+  new = np.asarray(_uniform_draw(jax.random.fold_in(_KEY, 1),
+                                 _TARGETS[stalled], 2, None))[..., 0]
+  rescued = np.any(new > 1.0, 1)
+  assert rescued.any() and not rescued.all()
+  np.testing.assert_array_equal(retried.x[stalled, 0, 0] > 0, rescued)
+  _assert_at_root(retried.x[stalled][rescued, 0])
+  assert retried.gradient_steps_per_solution == 600 + 600 * stalled.sum() / 8
+
+
+def test_a_feasible_retry_replaces_a_more_accurate_infeasible_solution():
+  """Design space x < 0: the root x* (error 0) is infeasible, the stalled
+  point -1 (error 0.25) feasible. Feasibility comes first, in ranking and
+  in retries: a target solved at x* in the first pass (both starts right
+  of 1) gets -1 from a retry where a new start lies left of 1."""
+  solver = _CUBIC_SOLVER._replace(feasible=lambda x: x[:, 0] < 0.0)
+  first = _solve(oversample=2.0, solver=solver)
+  starts = np.asarray(_uniform_draw(_KEY, _TARGETS, 2, None))[..., 0]
+  at_root = np.all(starts > 1.0, 1)
+  np.testing.assert_array_equal(first.x[:, 0, 0] > 0, at_root)
+  retried = _solve(oversample=2.0, retries=1, solver=solver)
+  # Every target fails (inaccurate at -1 or infeasible at x*) and retries,
+  # in the order of the first pass's targets.
+  new = np.asarray(_uniform_draw(jax.random.fold_in(_KEY, 1), _TARGETS, 2,
+                                 None))[..., 0]
+  moved = at_root & np.any(new < 1.0, 1)
+  assert moved.any()
+  np.testing.assert_allclose(retried.x[moved, 0, 0], -1.0, atol=1e-2)
+  # The others stay at -1 (a new stalled point replaces the old one only
+  # where its error is lower).
+  np.testing.assert_allclose(retried.x[~at_root, 0, 0], -1.0, atol=1e-2)
+  assert np.all(retried.surrogate_error[~at_root]
+                <= first.surrogate_error[~at_root])
 
 
 def test_retries_run_through_the_chunked_localization():
