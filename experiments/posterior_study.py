@@ -100,6 +100,9 @@ def main(argv):
   config = FLAGS.config
   if config is None:
     raise app.UsageError('--config is required')
+  if _PROBIT.value and config.solve.repair:
+    raise app.UsageError('--probit does not combine with solve.repair: the '
+                         "task's repair acts on designs in its own units")
   kd, kf, ks, kr = jax.random.split(jax.random.PRNGKey(_SEED.value), 4)
   x, y = task.make_dataset(kd, None)
   simulate, to_design = task.simulate, lambda v: v
@@ -119,12 +122,19 @@ def main(argv):
             flush=True)
 
   model = pipeline.fit(kf, x, y, config, progress=progress)
+
+  def solve(key, targets, num_solutions, **options):
+    """pipeline.solve with the task's repair and design-space check."""
+    return pipeline.solve(model, key, targets, num_solutions,
+                          repair=task.repair, feasible=task.feasible,
+                          **options)
+
   res = {'fit_s': time.time() - start}
   if _OUT.value:
     methods.save_model(_OUT.value.replace('.json', '.msgpack'), model)
   target = np.asarray(task.default_target)
   res['diag'] = diagnose(model, x, y, target, simulate, ks)
-  post = pipeline.solve(model, ks, target, 1000, localize=False).x
+  post = solve(ks, target, 1000, localize=False).x
   res['post_QB'] = q(simulate, post, target)
   design = np.asarray(to_design(post))
   res['post_outside'] = float(np.mean(np.any(
@@ -133,16 +143,16 @@ def main(argv):
   for value in np.quantile(y[:, 0], [0.1, 0.5, 0.9]):
     t = np.array(target, np.float32)
     t[0] = value
-    samples = pipeline.solve(model, ks, t, 500, localize=False).x
+    samples = solve(ks, t, 500, localize=False).x
     follows[f'{value:.3g}'] = float(np.nanmean(
         np.asarray(simulate(jnp.asarray(samples)))[:, 0]))
   res['post_mean_true_y_at'] = follows
   _, y_a = task.make_dataset(jax.random.PRNGKey(10_000 + _SEED.value), 1000)
-  post_a = pipeline.solve(model, kr, y_a, 1, localize=False).x[:, 0]
+  post_a = solve(kr, y_a, 1, localize=False).x[:, 0]
   res['post_QA'] = q(simulate, post_a, y_a)
   if task.name == 'sinewave':
     for n in (25, 200):
-      s = pipeline.solve(model, jax.random.fold_in(ks, n), target, n,
+      s = solve(jax.random.fold_in(ks, n), target, n,
                          localize=False)
       xx = np.asarray(to_design(s.x))
       err = np.abs(np.asarray(sinewave.simulate(xx))[:, 0] - target[0])
@@ -150,10 +160,10 @@ def main(argv):
       res[f'post_modes_{n}'] = int(cov.num_covered)
   if _LOCALIZE.value:
     start = time.time()
-    res['final_QB'] = q(simulate, pipeline.solve(model, ks, target, 1000).x,
+    res['final_QB'] = q(simulate, solve(ks, target, 1000).x,
                         target)
     res['solve_s'] = time.time() - start
-    res['final_QA'] = q(simulate, pipeline.solve(model, kr, y_a, 1).x[:, 0],
+    res['final_QA'] = q(simulate, solve(kr, y_a, 1).x[:, 0],
                         y_a)
   mean, std = pipeline.latent_moments(model, x[:4096])
   res['latent_mean_absmax'] = float(np.abs(mean).max())

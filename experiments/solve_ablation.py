@@ -135,9 +135,7 @@ def forward_evaluations(run, model, target, num_solutions: int,
   candidates per solution x (steps + 1), retry rounds (`solve.retries`)
   not counted; 0 for a method that neither localizes nor ranks."""
   settings = run.method.solve_settings(model.config, solve_config)
-  solver = solving.with_route(run.method.solver(model), model, settings,
-                              run.task.simulate, run.task.repair,
-                              run.task.feasible)
+  solver = train.routed_solver(run, model, settings)
   plan = solving.make_plan(model, solver, [target], num_solutions, settings)
   if not plan.localize:
     return 0.0

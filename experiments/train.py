@@ -428,6 +428,15 @@ class LocalizationLog:
                    duration(elapsed * (steps - done) / done))
 
 
+def routed_solver(run: Run, model, settings: solving.SolveSettings
+                  ) -> solving.Solver:
+  """The run's method's solver as `settings` route it: the task's
+  simulator, repair and design-space check (`solving.with_route`)."""
+  return solving.with_route(run.method.solver(model), model, settings,
+                            run.task.simulate, run.task.repair,
+                            run.task.feasible)
+
+
 def timed_solve(run: Run, model, key: jax.Array, y_target,
                 num_solutions: int, *, label: str,
                 solve_config: Optional[ml_collections.ConfigDict] = None
@@ -440,9 +449,7 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
     drawing, localizing and ranking again), compilation included.
   """
   settings = run.method.solve_settings(model.config, solve_config)
-  solver = solving.with_route(run.method.solver(model), model, settings,
-                              run.task.simulate, run.task.repair,
-                              run.task.feasible)
+  solver = routed_solver(run, model, settings)
   plan = solving.make_plan(model, solver, y_target, num_solutions, settings)
   rows = plan.targets.shape[0] * plan.num_draw
   start = time.perf_counter()

@@ -209,10 +209,8 @@ def augment(key: jax.Array, x: jax.Array) -> jax.Array:
   Returns:
     (n, s * s) the transformed cells.
   """
-  n, d = x.shape
+  n, d = _square_cells(x).shape
   size = math.isqrt(d)
-  if size * size != d:
-    raise ValueError(f'cells must be square: {d} pixels per row')
   k_shift, k_sym = jax.random.split(key)
   shifts = jax.random.randint(k_shift, (n, 2), 0, size)
   symmetry = jax.random.randint(k_sym, (n,), 0, 8)
@@ -243,8 +241,13 @@ def binarize(x, threshold: float = THRESHOLD) -> np.ndarray:
 
 
 def porosity(x) -> np.ndarray:
-  """`(...,)` void fraction of binary cells `(..., 1024)` (share of zeros)."""
-  return 1.0 - np.mean(binarize(x), axis=-1)
+  """`(...,)` void fraction of the binarized cells `(..., s * s)`."""
+  return np.asarray(_void_fraction(_square_cells(x)))
+
+
+def _void_fraction(x: jax.Array) -> jax.Array:
+  """`(...,)` share of the pixels of x `(..., d)` below THRESHOLD."""
+  return 1.0 - jnp.mean((x >= THRESHOLD).astype(jnp.float32), -1)
 
 
 def solid_connectivity(x) -> np.ndarray:
@@ -365,8 +368,7 @@ def in_porosity_range(x: jax.Array) -> jax.Array:
   Args:
     x: `(..., s * s)` densities, row-major s x s cells (any s).
   """
-  x = _square_cells(x)
-  porosity_of = 1.0 - jnp.mean((x >= THRESHOLD).astype(jnp.float32), -1)
+  porosity_of = _void_fraction(_square_cells(x))
   lo, hi = POROSITY_RANGE
   return (porosity_of >= lo) & (porosity_of <= hi)
 
