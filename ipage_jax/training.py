@@ -202,14 +202,16 @@ def make_epoch(loss_fn: LossFn, val_fn: ValFn,
     return scan_epoch
 
   jit_batches = jax.jit(batches, static_argnums=1)
-  jit_step = jax.jit(train_step)
+  # One dispatch per step: the step's rows and key are read on the device.
+  jit_step = jax.jit(lambda state, x, y, idx, keys, i: train_step(
+      state, x, y, idx[i], keys[i]))
   jit_finish = jax.jit(finish)
 
   def host_epoch(state, key, x, y, x_val, y_val):
     idx, keys = jit_batches(key, x.shape[0])
     steps = []
     for i in range(num_batches):
-      state, step_metrics = jit_step(state, x, y, idx[i], keys[i])
+      state, step_metrics = jit_step(state, x, y, idx, keys, i)
       steps.append(step_metrics)
     metrics = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *steps)
     return jit_finish(state, metrics, x_val, y_val)
