@@ -142,13 +142,23 @@ def forward_evaluations(run, model, target, num_solutions: int,
   return plan.num_draw / num_solutions * (settings.localize_steps + 1)
 
 
-def heldout_targets(task, model) -> tuple[np.ndarray, jax.Array]:
+def heldout_targets(task, model, run_workdir: str
+                    ) -> tuple[np.ndarray, jax.Array]:
   """(T, M) held-out targets of the benchmark run that fitted `model` and
-  its protocol-A key (from the run's config: seed, data, held-out rows)."""
+  its protocol-A key (from the run's config: seed, data, held-out rows).
+
+  The data are made as the benchmark made them: through the `prepare`
+  hook of the task's script (the architected FEM cache of the run's
+  config), in the run's workdir `run_workdir`.
+  """
   config = model.config
   if not config.evaluate.heldout_targets:
     raise runner.UsageError('the model was not fitted with held-out '
                             'targets (evaluate.heldout_targets = 0)')
+  prepare = benchmark.script_hooks(task.name).prepare
+  if prepare is not None:
+    task = prepare(train.Run(task, methods.get(model.method), config,
+                             run_workdir)).task
   data = train.run_data(task, config)
   return data.y[data.held], train.protocol_keys(data.key_eval).a
 
@@ -159,7 +169,10 @@ def protocol_a_table(workdir, task_name, method_name, seeds, settings
   task = tasks.get(task_name)
   method = methods.get(method_name)
   models = _models(workdir, task_name, method, seeds)
-  held = {seed: heldout_targets(task, models[seed]) for seed in seeds}
+  held = {seed: heldout_targets(
+      task, models[seed],
+      benchmark.run_dir(workdir, task_name, method_name, seed))
+          for seed in seeds}
   rows = ['| solve setting | Q_A (mean ± std over seeds) | Q_A per seed | '
           'median | worst target | off the level set (surrogate) | gradient '
           'evaluations / solution |', '|---' * 7 + '|']

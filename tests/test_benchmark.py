@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import types
 from typing import NamedTuple
 
 import jax
@@ -15,6 +16,7 @@ from experiments import architected as architected_script
 from experiments import benchmark
 from experiments import runner
 from experiments import train
+from experiments.configs import architected as architected_config
 from experiments.configs import sinewave as sinewave_config
 from ipage_jax import data as data_lib
 from ipage_jax import methods
@@ -459,7 +461,9 @@ def test_solve_ablation_protocol_a_is_the_benchmarks(smoke):
   assert 0 <= int(rows[0][5]) <= 8 == int(rows[1][5])  # all off at 0
   model = methods.load_model(
       benchmark.model_path(str(workdir), 'sinewave', 'ipage', 0))
-  targets, key = solve_ablation.heldout_targets(tasks.get('sinewave'), model)
+  targets, key = solve_ablation.heldout_targets(
+      tasks.get('sinewave'), model,
+      benchmark.run_dir(str(workdir), 'sinewave', 'ipage', 0))
   assert targets.shape == (8, 1)
   solve = train.override_solve(model.config.solve, 'retries=2')
   run = train.Run(tasks.get('sinewave'), methods.get('ipage'), model.config,
@@ -549,6 +553,25 @@ def test_architected_solutions_figure_shows_the_nearest_data_cells(tmp_path):
   # Without the cache the panel has the method's row only.
   assert len(benchmark.solutions_figure(workdir, task, ['ipage'],
                                         data_rows=0).axes) == 3
+
+
+def test_ablation_targets_are_rows_of_the_runs_data_cache(tmp_path):
+  """Architected protocol A of solve_ablation: the held-out targets are
+  rows of the run's FEM cache (the script's prepare hook, as the benchmark
+  ran it), not the moduli of newly simulated cells."""
+  from experiments import solve_ablation
+  path = os.path.join(str(tmp_path), 'architected_12.npz')
+  y = np.arange(1, 13, dtype=np.float32)[:, None] / 100
+  arch.save_dataset(path, np.zeros((12, arch.X_DIM), np.float32), y,
+                    pattern=arch.PATTERN, mirror=False)
+  config = architected_config.get_config()
+  config.data_size, config.data_cache = 12, path
+  config.evaluate.heldout_targets = 3
+  model = types.SimpleNamespace(config=config, method='ipage')
+  targets, _ = solve_ablation.heldout_targets(
+      tasks.get('architected'), model, str(tmp_path / 'run'))
+  assert targets.shape == (3, 1)
+  assert len(np.unique(targets)) == 3 and np.all(np.isin(targets, y))
 
 
 def test_cached_data_rows_are_training_rows_plus_heldout_targets():
