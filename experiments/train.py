@@ -475,8 +475,8 @@ def timed_solve(run: Run, model, key: jax.Array, y_target,
                                   LocalizationLog(label))
     retry_s = time.perf_counter() - start
     localization_s += retry_s
-    logging.info('%s: %d retry round(s) in %s, %.4g gradient evaluations '
-                 'per solution in all', label, settings.retries,
+    logging.info('%s: up to %d retry round(s) in %s, %.4g gradient '
+                 'evaluations per solution in all', label, settings.retries,
                  duration(retry_s), sols.gradient_steps_per_solution)
   return sols, metrics.TimeToSolution(inference_s, localization_s)
 
