@@ -152,19 +152,16 @@ def main(argv):
   res['post_QA'] = q(simulate, post_a, y_a)
   if task.name == 'sinewave':
     for n in (25, 200):
-      s = solve(jax.random.fold_in(ks, n), target, n,
-                         localize=False)
+      s = solve(jax.random.fold_in(ks, n), target, n, localize=False)
       xx = np.asarray(to_design(s.x))
       err = np.abs(np.asarray(sinewave.simulate(xx))[:, 0] - target[0])
       cov = metrics.mode_coverage(sinewave.mode_index(xx), err, 9, 0.05)
       res[f'post_modes_{n}'] = int(cov.num_covered)
   if _LOCALIZE.value:
     start = time.time()
-    res['final_QB'] = q(simulate, solve(ks, target, 1000).x,
-                        target)
+    res['final_QB'] = q(simulate, solve(ks, target, 1000).x, target)
     res['solve_s'] = time.time() - start
-    res['final_QA'] = q(simulate, solve(kr, y_a, 1).x[:, 0],
-                        y_a)
+    res['final_QA'] = q(simulate, solve(kr, y_a, 1).x[:, 0], y_a)
   mean, std = pipeline.latent_moments(model, x[:4096])
   res['latent_mean_absmax'] = float(np.abs(mean).max())
   res['latent_std'] = [float(std.min()), float(std.max())]
