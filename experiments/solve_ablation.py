@@ -27,8 +27,10 @@ used, rebuilt from the model's config by `train.run_data`), the overrides
 applied to the run's own `solve` section (the model's config: '' gives the
 benchmark's Q_A); per setting the mean +- sample std over seeds of Q_A,
 each seed's Q_A, the mean of the seeds' median errors, the worst target,
-the solutions whose surrogate error (standardized) exceeds `accept_error`
-and the gradient evaluations per solution.
+the solutions whose surrogate error (standardized) exceeds `accept_error`,
+the solutions outside the task's design space (`Task.feasible`, e.g. the
+architected porosity range; '–' for a task without one) and the gradient
+evaluations per solution.
 
 Prints a markdown table and writes it to
 `workdir/solve_ablation_<task>_<method>.md` (`..._a.md` for protocol A).
@@ -163,6 +165,12 @@ def heldout_targets(task, model, run_workdir: str
   return data.y[data.held], train.protocol_keys(data.key_eval).a
 
 
+def num_infeasible(task, x) -> int:
+  """How many designs `x` (n, D) lie outside the task's design space
+  (`Task.feasible`, which the task must have)."""
+  return int(np.sum(~np.asarray(task.feasible(jnp.asarray(x)))))
+
+
 def protocol_a_table(workdir, task_name, method_name, seeds, settings
                      ) -> str:
   """Markdown table: one row per setting, protocol A over seeds."""
@@ -174,10 +182,11 @@ def protocol_a_table(workdir, task_name, method_name, seeds, settings
       benchmark.run_dir(workdir, task_name, method_name, seed))
           for seed in seeds}
   rows = ['| solve setting | Q_A (mean ± std over seeds) | Q_A per seed | '
-          'median | worst target | off the level set (surrogate) | gradient '
-          'evaluations / solution |', '|---' * 7 + '|']
+          'median | worst target | off the level set (surrogate) | outside '
+          'the design space | gradient evaluations / solution |',
+          '|---' * 8 + '|']
   for text in settings:
-    q, median, worst, off, steps = [], [], [], [], []
+    q, median, worst, off, outside, steps = [], [], [], [], [], []
     for seed in seeds:
       targets, key = held[seed]
       model = models[seed]
@@ -196,11 +205,14 @@ def protocol_a_table(workdir, task_name, method_name, seeds, settings
               - model.y_scaler.forward(jnp.asarray(targets)))
       err_std = np.sum(np.square(np.asarray(diff)), -1)
       off.append(int(np.sum(err_std > solve_config.accept_error)))
+      if task.feasible is not None:  # none: the column says '–'
+        outside.append(num_infeasible(task, sols.x[:, 0]))
     per_seed = ', '.join(f'{v:.1e}' for v in q)
     rows.append(
         f'| `{text or "config"}` | {benchmark.format_cell(q)} | {per_seed} | '
         f'{np.mean(median):.2e} | {np.max(worst):.2e} | '
         f'{benchmark.format_cell(off, count=True)} | '
+        f'{benchmark.format_cell(outside, count=True)} | '
         f'{np.mean(steps):.1f} |')
     print(rows[-1], flush=True)
   return '\n'.join(rows)

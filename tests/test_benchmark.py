@@ -454,11 +454,12 @@ def test_solve_ablation_protocol_a_is_the_benchmarks(smoke):
       ['', 'retries=1 accept_error=0.0'])
   rows = [r.split('|')[1:-1] for r in table.splitlines()[2:]]
   assert rows[0][1].strip() == f"{record['resimulation_error']:.2e}"
-  steps = [float(r[6]) for r in rows]
+  steps = [float(r[7]) for r in rows]
   assert steps[0] == record['gradient_steps_per_solution'] > 0
   assert steps[1] == 2 * steps[0]
   assert rows[0][2].strip() == f"{record['resimulation_error']:.1e}"
   assert 0 <= int(rows[0][5]) <= 8 == int(rows[1][5])  # all off at 0
+  assert rows[0][6].strip() == '–'  # the sinewave has no `feasible`
   model = methods.load_model(
       benchmark.model_path(str(workdir), 'sinewave', 'ipage', 0))
   targets, key = solve_ablation.heldout_targets(
@@ -582,3 +583,15 @@ def test_cached_data_rows_are_training_rows_plus_heldout_targets():
   assert benchmark.cached_data_rows(results, 'architected') == 20_000
   assert benchmark.cached_data_rows(results, 'sinewave') == 9_100
   assert benchmark.cached_data_rows(results, 'robot_arm') == 0
+
+
+def test_solve_ablation_counts_designs_outside_the_porosity_range():
+  """Cells of known porosity (void share of the pixels): all solid (0),
+  half void (0.5), all void (1) and 3/4 void (the range's upper end,
+  inside) against the architected range 0.25-0.75: two outside."""
+  from experiments import solve_ablation
+  cells = np.ones((4, 1024), np.float32)
+  cells[1, :512] = 0.0
+  cells[2] = 0.0
+  cells[3, :768] = 0.0
+  assert solve_ablation.num_infeasible(tasks.get('architected'), cells) == 2
