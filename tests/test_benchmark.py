@@ -595,3 +595,56 @@ def test_solve_ablation_counts_designs_outside_the_porosity_range():
   cells[2] = 0.0
   cells[3, :768] = 0.0
   assert solve_ablation.num_infeasible(tasks.get('architected'), cells) == 2
+
+
+def test_merged_workdirs_give_the_table_over_their_seeds(tmp_path):
+  """Two one-seed workdirs merge into the table over both seeds (mean ±
+  sample std of the two Q_A values, computed here by hand), with the run
+  directories and data linked; a run in both, or other protocol settings,
+  are refused."""
+  from experiments import merge_benchmarks
+
+  def source(name, seed, q_a, num_targets=8):
+    workdir = tmp_path / name
+    settings = benchmark.Settings(str(workdir), num_targets, 8)
+    run = {'task': 'sinewave', 'method': 'ipage', 'seed': seed,
+           'config_digest': 'd',
+           'protocol_a': {'resimulation_error': q_a, 'num_invalid': 0},
+           'protocol_b': {'resimulation_error': 2e-3, 'total_s': 1.0,
+                          'inference_s': 0.5, 'localization_s': 0.5}}
+    info = dict(dataclasses.asdict(settings), tasks=['sinewave'],
+                methods=['ipage'], seeds=[seed])
+    train.write_json(str(workdir / 'results.json'),
+                     {'settings': info, 'runs': [run], 'skipped': []})
+    run_dir = benchmark.run_dir(str(workdir), 'sinewave', 'ipage', seed)
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, 'metrics.json'), 'w') as f:
+      f.write(str(seed))
+    os.makedirs(workdir / 'data')
+    (workdir / 'data' / f'cache{seed}.npz').write_text(name)
+    return str(workdir)
+
+  sources = [source('a', 0, 1e-3), source('b', 1, 3e-3)]
+  out = str(tmp_path / 'merged')
+  merged = merge_benchmarks.merge_results(sources, out)
+  merge_benchmarks.link_sources(merged, out)
+  benchmark.write_outputs(out, merged, {'sinewave': tasks.get('sinewave')})
+  assert merged['settings']['seeds'] == [0, 1]
+  assert merged['settings']['workdir'] == out
+  for seed in (0, 1):
+    with open(os.path.join(benchmark.run_dir(out, 'sinewave', 'ipage',
+                                             seed), 'metrics.json')) as f:
+      assert f.read() == str(seed)
+    assert os.path.islink(os.path.join(out, 'data', f'cache{seed}.npz'))
+  std = np.std([1e-3, 3e-3], ddof=1)
+  md = open(os.path.join(out, 'results.md')).read()
+  assert f'| ipage | 2.00e-03 ± {std:.1e} |' in md
+  # The merged workdir is one a later benchmark run keeps the runs of.
+  kept = benchmark.earlier_runs(benchmark.Settings(out, 8, 8),
+                                {'sinewave': 'd'}, set())
+  assert [r['seed'] for r in kept] == [0, 1]
+  with pytest.raises(runner.UsageError, match='in both'):
+    merge_benchmarks.merge_results([sources[0], sources[0]], out)
+  with pytest.raises(runner.UsageError, match='other protocol settings'):
+    merge_benchmarks.merge_results(
+        [sources[0], source('c', 2, 1e-3, num_targets=9)], out)
